@@ -1,0 +1,97 @@
+"""`/workflows`: register, read and change workflow definitions; their runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apphub.api.auth import require
+from apphub.api.schemas import BAD_INPUT, CONFLICT, GUARDED, NOT_FOUND, Data
+from apphub.api.state import Db
+from apphub.domain.errors import NotFoundError
+from apphub.domain.runs import WorkflowRun
+from apphub.domain.workflows import WorkflowDefinition, WorkflowPatch, WorkflowSpec
+from apphub.engine import registry
+from apphub.security import Principal
+from apphub.store import workflows as workflow_store
+
+router = APIRouter(tags=["workflows"])
+
+RECENT_RUNS = 20
+
+
+class WorkflowDetail(BaseModel):
+    workflow: WorkflowDefinition
+    runs: list[WorkflowRun]
+
+
+@router.post(
+    "/workflows",
+    status_code=201,
+    response_model=Data[WorkflowDefinition],
+    responses=BAD_INPUT | GUARDED | CONFLICT,
+)
+async def create_workflow(
+    spec: WorkflowSpec,
+    database: Db,
+    _: Annotated[Principal, require("workflows:write", "workflow.create")],
+) -> dict[str, Any]:
+    return {"data": await registry.create_workflow(database, spec)}
+
+
+@router.get("/workflows", response_model=Data[list[WorkflowDefinition]])
+async def list_workflows(database: Db) -> dict[str, Any]:
+    async with database.read() as connection:
+        return {"data": await workflow_store.list_workflows(connection)}
+
+
+@router.get("/workflows/{slug}", response_model=Data[WorkflowDetail], responses=NOT_FOUND)
+async def get_workflow(slug: str, database: Db) -> dict[str, Any]:
+    async with database.read() as connection:
+        workflow = await _workflow_or_404(connection, slug)
+        runs = await workflow_store.list_workflow_runs(connection, workflow.id, limit=RECENT_RUNS)
+    return {"data": {"workflow": workflow, "runs": runs}}
+
+
+@router.patch(
+    "/workflows/{slug}",
+    response_model=Data[WorkflowDefinition],
+    responses=BAD_INPUT | GUARDED | NOT_FOUND,
+)
+async def update_workflow(
+    slug: str,
+    patch: WorkflowPatch,
+    database: Db,
+    _: Annotated[Principal, require("workflows:write", "workflow.update")],
+) -> dict[str, Any]:
+    changes = patch.model_dump(mode="json", exclude_unset=True)
+    return {"data": await registry.update_workflow(database, slug, changes)}
+
+
+@router.get(
+    "/workflows/{slug}/runs",
+    response_model=Data[list[WorkflowRun]],
+    responses=BAD_INPUT | NOT_FOUND,
+)
+async def list_workflow_runs(
+    slug: str,
+    database: Db,
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> dict[str, Any]:
+    async with database.read() as connection:
+        workflow = await _workflow_or_404(connection, slug)
+        runs = await workflow_store.list_workflow_runs(
+            connection, workflow.id, limit=limit, offset=offset
+        )
+    return {"data": runs}
+
+
+async def _workflow_or_404(connection: AsyncConnection, slug: str) -> WorkflowDefinition:
+    workflow = await workflow_store.get_workflow(connection, slug)
+    if workflow is None:
+        raise NotFoundError("workflow not found")
+    return workflow

@@ -1,0 +1,1 @@
+"""The orchestrator side: registering definitions, running DAGs, job runtimes, service calls."""

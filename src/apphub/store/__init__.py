@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables, migrations and repositories. The only home of SQL dialects."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; `apphub migrate` (and every server start) applies them."""

@@ -1,0 +1,209 @@
+"""The schema, as SQLAlchemy Core tables. Migrations must build exactly this (a test checks)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from apphub.store.types import AutoId, Json, UtcDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ACTIVE_RUN = text("status IN ('pending', 'running') AND run_key_normalized IS NOT NULL")
+
+
+def _timestamps() -> list[Column[object]]:
+    return [
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("updated_at", UtcDateTime(), nullable=False),
+    ]
+
+
+job_definitions = Table(
+    "job_definitions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("runtime", String(32), nullable=False),
+    Column("entry_point", Text, nullable=False),
+    Column("parameters_schema", Json),
+    Column("default_parameters", Json, nullable=False),
+    Column("output_schema", Json),
+    Column("timeout_ms", Integer),
+    Column("retry_policy", Json),
+    Column("metadata", Json),
+    *_timestamps(),
+    Index(None, "created_at"),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_definition_id", String(36), ForeignKey("job_definitions.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("parameters", Json, nullable=False),
+    Column("result", Json),
+    Column("error_message", Text),
+    Column("failure_reason", String(64)),
+    Column("logs_tail", Text),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("timeout_ms", Integer),
+    Column("context", Json),
+    Column("started_at", UtcDateTime()),
+    Column("completed_at", UtcDateTime()),
+    Column("duration_ms", Integer),
+    *_timestamps(),
+    Index(None, "job_definition_id", "created_at"),
+    Index(None, "status"),
+    Index(None, "created_at"),
+)
+
+workflow_definitions = Table(
+    "workflow_definitions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("description", Text),
+    Column("steps", Json, nullable=False),
+    Column("triggers", Json, nullable=False),
+    Column("parameters_schema", Json),
+    Column("default_parameters", Json, nullable=False),
+    Column("output_schema", Json),
+    Column("metadata", Json),
+    Column("dag", Json, nullable=False),
+    *_timestamps(),
+    Index(None, "created_at"),
+)
+
+workflow_runs = Table(
+    "workflow_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_definition_id", String(36), ForeignKey("workflow_definitions.id"), nullable=False
+    ),
+    Column("status", String(16), nullable=False),
+    Column("parameters", Json, nullable=False),
+    Column("context", Json, nullable=False),
+    Column("output", Json),
+    Column("error_message", Text),
+    Column("current_step_id", String(300)),
+    Column("metrics", Json, nullable=False),
+    Column("triggered_by", String(64)),
+    Column("trigger", Json),
+    Column("partition_key", String(200)),
+    Column("run_key", String(120)),
+    Column("run_key_normalized", String(120)),
+    Column("started_at", UtcDateTime()),
+    Column("completed_at", UtcDateTime()),
+    Column("duration_ms", Integer),
+    *_timestamps(),
+    Index(None, "workflow_definition_id", "created_at"),
+    Index(None, "status"),
+    Index(None, "created_at"),
+    Index(
+        "uq_workflow_runs_active_run_key",
+        "workflow_definition_id",
+        "run_key_normalized",
+        unique=True,
+        postgresql_where=ACTIVE_RUN,
+        sqlite_where=ACTIVE_RUN,
+    ),
+)
+
+workflow_run_steps = Table(
+    "workflow_run_steps",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_run_id",
+        String(36),
+        ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("step_id", String(300), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("job_run_id", String(36)),
+    Column("input", Json),
+    Column("output", Json),
+    Column("error_message", Text),
+    Column("failure_reason", String(64)),
+    Column("metrics", Json),
+    Column("parent_step_id", String(300)),
+    Column("fanout_index", Integer),
+    Column("template_step_id", String(100)),
+    Column("retry_state", String(32)),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("started_at", UtcDateTime()),
+    Column("completed_at", UtcDateTime()),
+    *_timestamps(),
+    UniqueConstraint("workflow_run_id", "step_id"),
+    Index(None, "status", "next_attempt_at"),
+)
+
+workflow_asset_declarations = Table(
+    "workflow_asset_declarations",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("step_id", String(100), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("asset_id", String(200), nullable=False),
+    Column("asset_key", String(200), nullable=False),
+    Column("asset_schema", Json),
+    Column("freshness", Json),
+    Column("auto_materialize", Json),
+    Column("partitioning", Json),
+    *_timestamps(),
+    UniqueConstraint(
+        "workflow_definition_id",
+        "step_id",
+        "direction",
+        "asset_key",
+        name="uq_asset_declarations_identity",
+    ),
+    Index(None, "asset_key", "direction"),
+)
+
+audit_logs = Table(
+    "audit_logs",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("subject", String(200)),
+    Column("action", String(100), nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text),
+    Column("status_code", Integer),
+    Column("at", UtcDateTime(), nullable=False),
+)
