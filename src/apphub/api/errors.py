@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from apphub.domain.errors import ApphubError, ConflictError, DefinitionError, NotFoundError
+from apphub.domain.assets import PARTITIONING_TAGS
 from apphub.domain.workflows import STEP_TAGS
 
 log = structlog.get_logger(__name__)
@@ -68,7 +69,9 @@ def field_path(location: Sequence[int | str]) -> str:
 
 
 def _is_union_tag(part: int | str, previous: int | str | None) -> bool:
-    """pydantic names the step kind it tried (`job`, ...); the client never wrote that key."""
+    """pydantic names the union member it tried (`job`, `static`, ...); no client wrote that key."""
+    if previous == "partitioning":
+        return part in PARTITIONING_TAGS
     return part in STEP_TAGS and (isinstance(previous, int) or previous == "template")
 
 

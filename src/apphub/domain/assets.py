@@ -79,6 +79,7 @@ Partitioning = Annotated[
     StaticPartitioning | TimeWindowPartitioning | DynamicPartitioning,
     Field(discriminator="type"),
 ]
+PARTITIONING_TAGS = frozenset({"static", "timeWindow", "dynamic"})
 
 
 class AssetDeclaration(ApiModel):

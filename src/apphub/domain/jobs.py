@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Literal, Self
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from apphub.domain.base import ApiModel, JsonObject, Name, Slug, TimeoutMs, UtcTime
 from apphub.domain.retry import RetryPolicy
@@ -55,10 +55,13 @@ class JobSpecFields(ApiModel):
     def _valid_schema(cls, schema: JsonObject | None) -> JsonObject | None:
         return check_json_schema(schema)
 
-    @model_validator(mode="after")
-    def _entry_point_fits_runtime(self) -> Self:
-        check_entry_point(self.runtime, self.entry_point)
-        return self
+    @field_validator("entry_point")
+    @classmethod
+    def _entry_point_fits_runtime(cls, entry_point: str, info: ValidationInfo) -> str:
+        runtime = info.data.get("runtime")  # absent when the runtime itself was invalid
+        if runtime is not None:
+            check_entry_point(runtime, entry_point)
+        return entry_point
 
 
 class JobSpec(JobSpecFields):

@@ -1,0 +1,55 @@
+"""`alembic upgrade head` on an empty database builds exactly the tables the code declares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+
+from apphub.store.database import Database, open_database
+from apphub.store.migrate import migrate
+from apphub.store.tables import metadata
+from tests.conftest import Backend, _admin
+
+EXPECTED_TABLES = {
+    "job_definitions", "job_runs", "workflow_definitions", "workflow_runs",
+    "workflow_run_steps", "workflow_asset_declarations", "audit_logs", "alembic_version",
+}
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
+@pytest.fixture
+async def empty_database(backend: Backend, tmp_path: Path) -> Database:
+    """A database with no tables at all, of the parametrized backend."""
+    if backend.name == "sqlite":
+        return open_database(f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    url = make_url(backend.url)
+    name = f"{url.database}_empty"
+    admin = url.set(database="postgres").render_as_string(hide_password=False)
+    await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await _admin(admin, f'CREATE DATABASE "{name}"')
+    return open_database(url.set(database=name).render_as_string(hide_password=False))
+
+
+async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -> None:
+    database = empty_database
+    try:
+        await migrate(database)
+        await migrate(database)  # a second start finds nothing to do
+        async with database.read() as connection:
+            tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+            differences = await connection.run_sync(_differences)
+            version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        assert tables == EXPECTED_TABLES
+        assert differences == []
+        assert version == "0001"
+    finally:
+        await database.dispose()
