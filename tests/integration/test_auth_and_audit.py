@@ -1,4 +1,4 @@
-"""Scopes, refusals and the audit log: every guarded call leaves one row, refusals change nothing."""
+"""Scopes, refusals and the audit log: each guarded call leaves a row; refusals change nothing."""
 
 from __future__ import annotations
 
@@ -42,14 +42,17 @@ async def test_unknown_token_is_403(api: httpx.AsyncClient) -> None:
     assert (await api.get("/jobs")).json()["data"] == []
     entry = (await _audit(api))["auditLogs"][0]
     assert (entry["outcome"], entry["reason"], entry["statusCode"]) == (
-        "failed", "unknown token", 403,
+        "failed",
+        "unknown token",
+        403,
     )
 
 
 async def test_missing_scope_is_403_audited_and_changes_nothing(api: httpx.AsyncClient) -> None:
     await api.post("/jobs", json=job_body("scan"))
     response = await api.post(
-        "/workflows", json=workflow_body("report", steps=[{"id": "a", "jobSlug": "scan"}]),
+        "/workflows",
+        json=workflow_body("report", steps=[{"id": "a", "jobSlug": "scan"}]),
         headers=bearer(JOBS_WRITER_TOKEN),
     )
     assert response.status_code == 403

@@ -16,7 +16,8 @@ async def test_unknown_route_and_method_use_the_error_shape(api: httpx.AsyncClie
     assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
     wrong_method = await api.delete("/jobs")
     assert (wrong_method.status_code, wrong_method.json()) == (
-        405, {"error": "method not allowed"},
+        405,
+        {"error": "method not allowed"},
     )
 
 

@@ -24,7 +24,8 @@ async def test_create_list_get_and_patch_a_job(api: httpx.AsyncClient) -> None:
     assert job["slug"] == "scan"
     assert job["version"] == 1
     assert job["retryPolicy"]["maxAttempts"] == 3
-    assert job["createdAt"].endswith("Z") and len(job["createdAt"]) == len("2026-01-01T00:00:00.000Z")
+    assert job["createdAt"].endswith("Z")
+    assert len(job["createdAt"]) == len("2026-01-01T00:00:00.000Z")
 
     listed = (await api.get("/jobs")).json()["data"]
     assert [entry["slug"] for entry in listed] == ["scan"]

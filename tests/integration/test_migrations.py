@@ -16,8 +16,14 @@ from apphub.store.tables import metadata
 from tests.conftest import Backend, _admin
 
 EXPECTED_TABLES = {
-    "job_definitions", "job_runs", "workflow_definitions", "workflow_runs",
-    "workflow_run_steps", "workflow_asset_declarations", "audit_logs", "alembic_version",
+    "job_definitions",
+    "job_runs",
+    "workflow_definitions",
+    "workflow_runs",
+    "workflow_run_steps",
+    "workflow_asset_declarations",
+    "audit_logs",
+    "alembic_version",
 }
 
 

@@ -44,13 +44,24 @@ async def test_create_stores_the_dag_dependents_and_default_trigger(
     assert dag["roots"] == ["scan"]
     assert dag["topologicalOrder"] == ["scan", "left", "right", "join"]
     assert dag["adjacency"] == {
-        "scan": ["left", "right"], "left": ["join"], "right": ["join"], "join": [],
+        "scan": ["left", "right"],
+        "left": ["join"],
+        "right": ["join"],
+        "join": [],
     }
     assert {(edge["from"], edge["to"]) for edge in dag["edges"]} == {
-        ("scan", "left"), ("scan", "right"), ("left", "join"), ("right", "join"),
+        ("scan", "left"),
+        ("scan", "right"),
+        ("left", "join"),
+        ("right", "join"),
     }
     dependents = {entry["id"]: entry["dependents"] for entry in workflow["steps"]}
-    assert dependents == {"scan": ["left", "right"], "left": ["join"], "right": ["join"], "join": []}
+    assert dependents == {
+        "scan": ["left", "right"],
+        "left": ["join"],
+        "right": ["join"],
+        "join": [],
+    }
     assert all(entry["type"] == "job" for entry in workflow["steps"])
 
     detail = (await api.get("/workflows/report")).json()["data"]
@@ -76,8 +87,12 @@ async def test_service_and_fanout_steps_are_accepted(api: httpx.AsyncClient) -> 
             "request": {
                 "path": "/items/{{ parameters.id }}",
                 "method": "POST",
-                "headers": {"Authorization": {"secret": {"source": "env", "key": "TOKEN"},
-                                              "prefix": "Bearer "}},
+                "headers": {
+                    "Authorization": {
+                        "secret": {"source": "env", "key": "TOKEN"},
+                        "prefix": "Bearer ",
+                    }
+                },
             },
         },
         {
@@ -100,8 +115,14 @@ async def test_service_and_fanout_steps_are_accepted(api: httpx.AsyncClient) -> 
 
 
 async def test_fanout_template_job_must_exist(api: httpx.AsyncClient) -> None:
-    steps = [{"id": "each", "type": "fanout", "collection": [1, 2],
-              "template": {"id": "t", "jobSlug": "ghost"}}]
+    steps = [
+        {
+            "id": "each",
+            "type": "fanout",
+            "collection": [1, 2],
+            "template": {"id": "t", "jobSlug": "ghost"},
+        }
+    ]
     response = await api.post("/workflows", json=workflow_body("fan", steps))
     assert response.status_code == 400
     assert response.json()["reason"] == "unknown_job"
@@ -112,8 +133,11 @@ async def test_fanout_template_job_must_exist(api: httpx.AsyncClient) -> None:
     ("steps", "reason", "detail"),
     [
         ([step("a"), step("a")], "duplicate_step", {"stepId": "a"}),
-        ([step("a"), step("b", "ghost")], "missing_dependency",
-         {"stepId": "b", "dependencyId": "ghost"}),
+        (
+            [step("a"), step("b", "ghost")],
+            "missing_dependency",
+            {"stepId": "b", "dependencyId": "ghost"},
+        ),
         ([step("a", job="nope")], "unknown_job", {"jobSlug": "nope", "stepId": "a"}),
     ],
 )
@@ -128,8 +152,13 @@ async def test_dag_errors_name_reason_and_detail(
 
 
 async def test_cycle_is_reported_with_the_steps_in_it(api: httpx.AsyncClient) -> None:
-    steps = [step("start"), step("a", "start", "c"), step("b", "a"), step("c", "b"),
-             step("end", "c")]
+    steps = [
+        step("start"),
+        step("a", "start", "c"),
+        step("b", "a"),
+        step("c", "b"),
+        step("end", "c"),
+    ]
     response = await api.post("/workflows", json=workflow_body("loop", steps))
     assert response.status_code == 400
     body = response.json()
@@ -147,27 +176,76 @@ async def test_cycle_is_reported_with_the_steps_in_it(api: httpx.AsyncClient) ->
     ("steps", "field", "rule"),
     [
         ([step(f"s{i}") for i in range(101)], "steps", "too_long"),
-        ([step(f"d{i}") for i in range(26)] + [step("wide", *[f"d{i}" for i in range(26)])],
-         "steps[26].dependsOn", "too_long"),
-        ([step("a", produces=[{"assetId": "-bad id"}])], "steps[0].produces[0].assetId",
-         "string_pattern_mismatch"),
-        ([step("a", produces=[{"assetId": "x" * 201}])], "steps[0].produces[0].assetId",
-         "string_too_long"),
+        (
+            [step(f"d{i}") for i in range(26)] + [step("wide", *[f"d{i}" for i in range(26)])],
+            "steps[26].dependsOn",
+            "too_long",
+        ),
+        (
+            [step("a", produces=[{"assetId": "-bad id"}])],
+            "steps[0].produces[0].assetId",
+            "string_pattern_mismatch",
+        ),
+        (
+            [step("a", produces=[{"assetId": "x" * 201}])],
+            "steps[0].produces[0].assetId",
+            "string_too_long",
+        ),
         ([step("a", timeoutMs=500)], "steps[0].timeoutMs", "greater_than_equal"),
         ([step("a", timeoutMs=86_400_001)], "steps[0].timeoutMs", "less_than_equal"),
-        ([step("a", consumes=[{"assetId": f"in.{i}"} for i in range(51)])],
-         "steps[0].consumes", "too_long"),
+        (
+            [step("a", consumes=[{"assetId": f"in.{i}"} for i in range(51)])],
+            "steps[0].consumes",
+            "too_long",
+        ),
         ([step("a:b")], "steps[0].id", "string_pattern_mismatch"),
         ([{"id": "x", "type": "bogus"}], "steps[0]", "step_type"),
-        ([{"id": "x", "type": "fanout", "collection": [], "template": {"id": "t", "jobSlug": "scan"},
-           "maxItems": 10_001}], "steps[0].maxItems", "less_than_equal"),
-        ([step("a", produces=[{"assetId": "r", "partitioning": {"type": "static", "keys": []}}])],
-         "steps[0].produces[0].partitioning.keys", "too_short"),
-        ([step("a", produces=[{"assetId": "r", "partitioning": {
-            "type": "timeWindow", "granularity": "day", "timezone": "Mars/Olympus"}}])],
-         "steps[0].produces[0].partitioning.timezone", "value_error"),
-        ([step("a", produces=[{"assetId": "r"}, {"assetId": "R"}])], "steps[0].produces",
-         "value_error"),
+        (
+            [
+                {
+                    "id": "x",
+                    "type": "fanout",
+                    "collection": [],
+                    "template": {"id": "t", "jobSlug": "scan"},
+                    "maxItems": 10_001,
+                }
+            ],
+            "steps[0].maxItems",
+            "less_than_equal",
+        ),
+        (
+            [
+                step(
+                    "a", produces=[{"assetId": "r", "partitioning": {"type": "static", "keys": []}}]
+                )
+            ],
+            "steps[0].produces[0].partitioning.keys",
+            "too_short",
+        ),
+        (
+            [
+                step(
+                    "a",
+                    produces=[
+                        {
+                            "assetId": "r",
+                            "partitioning": {
+                                "type": "timeWindow",
+                                "granularity": "day",
+                                "timezone": "Mars/Olympus",
+                            },
+                        }
+                    ],
+                )
+            ],
+            "steps[0].produces[0].partitioning.timezone",
+            "value_error",
+        ),
+        (
+            [step("a", produces=[{"assetId": "r"}, {"assetId": "R"}])],
+            "steps[0].produces",
+            "value_error",
+        ),
         ([], "steps", "too_short"),
     ],
 )
@@ -184,11 +262,14 @@ async def test_limits_are_400_naming_the_field(
 
 
 async def test_scheduler_metadata_is_checked(api: httpx.AsyncClient) -> None:
-    ok = await api.post("/workflows", json=workflow_body(
-        "ok", metadata={"scheduler": {"maxParallel": 4}, "owner": "data"}))
+    ok = await api.post(
+        "/workflows",
+        json=workflow_body("ok", metadata={"scheduler": {"maxParallel": 4}, "owner": "data"}),
+    )
     assert ok.status_code == 201
-    bad = await api.post("/workflows", json=workflow_body(
-        "bad", metadata={"scheduler": {"maxParallel": 0}}))
+    bad = await api.post(
+        "/workflows", json=workflow_body("bad", metadata={"scheduler": {"maxParallel": 0}})
+    )
     assert bad.status_code == 400
     assert "maxParallel" in bad.json()["error"]
 
@@ -202,8 +283,11 @@ async def test_duplicate_workflow_slug_is_a_conflict(api: httpx.AsyncClient) -> 
 
 async def test_patch_bumps_version_and_rebuilds_the_dag(api: httpx.AsyncClient) -> None:
     await api.post("/workflows", json=workflow_body("report"))
-    steps = [step("scan"), step("render", "scan", job="render"), step("pack", "render",
-                                                                       job="archive")]
+    steps = [
+        step("scan"),
+        step("render", "scan", job="render"),
+        step("pack", "render", job="archive"),
+    ]
     response = await api.patch("/workflows/report", json={"steps": steps, "description": "v2"})
     assert response.status_code == 200, response.text
     workflow = response.json()["data"]
@@ -238,12 +322,17 @@ async def test_asset_declarations_follow_create_and_update(
     api: httpx.AsyncClient, database: Database
 ) -> None:
     steps = [
-        step("scan", produces=[{
-            "assetId": "Directory.Insights.Report",
-            "schema": {"type": "object"},
-            "freshness": {"ttlMs": 60_000},
-            "autoMaterialize": {"onUpstreamUpdate": True, "priority": 5},
-        }]),
+        step(
+            "scan",
+            produces=[
+                {
+                    "assetId": "Directory.Insights.Report",
+                    "schema": {"type": "object"},
+                    "freshness": {"ttlMs": 60_000},
+                    "autoMaterialize": {"onUpstreamUpdate": True, "priority": 5},
+                }
+            ],
+        ),
         step("pack", "scan", job="archive", consumes=[{"assetId": "directory.insights.report"}]),
     ]
     assert (await api.post("/workflows", json=workflow_body("report", steps))).status_code == 201

@@ -70,7 +70,8 @@ def test_cycles_are_rejected_with_a_real_cycle(nodes: list[StepNode]) -> None:
         build_dag(nodes)
     assert raised.value.reason == "cycle_detected"
     cycle = raised.value.detail["cycle"]
-    assert cycle and len(set(cycle)) == len(cycle)
+    assert cycle
+    assert len(set(cycle)) == len(cycle)
     for index, step in enumerate(cycle):
         follower = cycle[(index + 1) % len(cycle)]
         assert step in depends_on[follower], f"{follower} does not depend on {step}"

@@ -16,10 +16,14 @@ from apphub.domain.paging import InvalidCursorError, decode_cursor, encode_curso
     ("location", "path"),
     [
         (("body", "steps", 0, "job", "dependsOn"), "steps[0].dependsOn"),
-        (("body", "steps", 2, "fanout", "template", "service", "request", "path"),
-         "steps[2].template.request.path"),
-        (("body", "steps", 0, "job", "produces", 1, "partitioning", "static", "keys"),
-         "steps[0].produces[1].partitioning.keys"),
+        (
+            ("body", "steps", 2, "fanout", "template", "service", "request", "path"),
+            "steps[2].template.request.path",
+        ),
+        (
+            ("body", "steps", 0, "job", "produces", 1, "partitioning", "static", "keys"),
+            "steps[0].produces[1].partitioning.keys",
+        ),
         (("query", "limit"), "limit"),
         (("body",), "body"),
         (("body", "metadata", "job"), "metadata.job"),
@@ -29,8 +33,12 @@ def test_field_paths_read_like_the_request(location: tuple[int | str, ...], path
     assert field_path(location) == path
 
 
-@given(st.dictionaries(st.sampled_from(["id", "at", "key"]),
-                       st.one_of(st.integers(), st.text(string.printable, max_size=30))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "at", "key"]),
+        st.one_of(st.integers(), st.text(string.printable, max_size=30)),
+    )
+)
 def test_cursor_round_trips(position: dict[str, object]) -> None:
     assert {k: v for k, v in decode_cursor(encode_cursor(position)).items() if k != "v"} == position
 

@@ -14,7 +14,8 @@ from apphub.settings import Settings, SettingsError
 def test_defaults_are_embedded_mode() -> None:
     settings = Settings.from_env({})
     assert settings.database_url == "sqlite+aiosqlite:///.apphub/apphub.db"
-    assert settings.redis_url == "inline" and settings.inline
+    assert settings.redis_url == "inline"
+    assert settings.inline
     assert (settings.host, settings.port) == ("127.0.0.1", 4000)
     assert settings.operator_tokens is None
     assert settings.auth_disabled is False
@@ -31,10 +32,12 @@ def test_database_follows_the_data_dir_and_plain_urls_get_a_driver() -> None:
 
 
 def test_operator_tokens_parse_scopes() -> None:
-    raw = json.dumps([
-        {"token": "a", "subject": "ops", "scopes": "*"},
-        {"token": "b", "subject": "ci", "scopes": ["jobs:write", "jobs:run"]},
-    ])
+    raw = json.dumps(
+        [
+            {"token": "a", "subject": "ops", "scopes": "*"},
+            {"token": "b", "subject": "ci", "scopes": ["jobs:write", "jobs:run"]},
+        ]
+    )
     tokens = Settings.from_env({"APPHUB_OPERATOR_TOKENS": raw}).operator_tokens
     assert tokens is not None
     assert tokens[0].principal.allows("admin:write")
@@ -53,10 +56,14 @@ def test_operator_tokens_parse_scopes() -> None:
         ({"APPHUB_AUTH_DISABLED": "maybe"}, "APPHUB_AUTH_DISABLED"),
         ({"APPHUB_OPERATOR_TOKENS": "{not json"}, "APPHUB_OPERATOR_TOKENS"),
         ({"APPHUB_OPERATOR_TOKENS": "[]"}, "APPHUB_OPERATOR_TOKENS"),
-        ({"APPHUB_OPERATOR_TOKENS": '[{"token": "", "subject": "x", "scopes": "*"}]'},
-         "APPHUB_OPERATOR_TOKENS[0].token"),
-        ({"APPHUB_OPERATOR_TOKENS": '[{"token": "t", "subject": "x", "scopes": ["jobs:fly"]}]'},
-         "APPHUB_OPERATOR_TOKENS[0].scopes"),
+        (
+            {"APPHUB_OPERATOR_TOKENS": '[{"token": "", "subject": "x", "scopes": "*"}]'},
+            "APPHUB_OPERATOR_TOKENS[0].token",
+        ),
+        (
+            {"APPHUB_OPERATOR_TOKENS": '[{"token": "t", "subject": "x", "scopes": ["jobs:fly"]}]'},
+            "APPHUB_OPERATOR_TOKENS[0].scopes",
+        ),
         ({"APPHUB_LOG_FORMAT": "xml"}, "APPHUB_LOG_FORMAT"),
     ],
 )

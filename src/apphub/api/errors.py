@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from apphub.domain.errors import ApphubError, ConflictError, DefinitionError, NotFoundError
 from apphub.domain.assets import PARTITIONING_TAGS
+from apphub.domain.errors import ApphubError, ConflictError, DefinitionError, NotFoundError
 from apphub.domain.workflows import STEP_TAGS
 
 log = structlog.get_logger(__name__)

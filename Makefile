@@ -1,0 +1,42 @@
+# One set of commands for people and CI. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint format check clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed ## Serve the API embedded (SQLite, no services) on 127.0.0.1:4000
+	$(BIN)/apphub serve
+
+test: $(VENV)/.installed-dev ## Run the tests (SQLite always; PostgreSQL + Redis when they answer)
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev ## ruff and mypy (strict)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-dev ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+check: lint test ## lint, then test
+
+clean: ## Remove the virtualenv and caches (keeps .apphub data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
