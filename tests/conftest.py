@@ -26,7 +26,13 @@ from apphub.settings import Settings
 from apphub.store.database import Database, open_database
 from apphub.store.migrate import migrate
 from apphub.store.tables import metadata
-from tests.services import POSTGRES_ADMIN_URL, REQUIRE_SERVICES, missing_services
+from tests.services import (
+    POSTGRES_ADMIN_URL,
+    REDIS_URL,
+    REQUIRE_SERVICES,
+    answers,
+    missing_services,
+)
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -46,7 +52,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL database of this session's own, migrated to head."""
-    if missing_services() and any("PostgreSQL" in name for name in missing_services()):
+    if not answers(POSTGRES_ADMIN_URL, 5432):
         pytest.skip("PostgreSQL does not answer (set APPHUB_REQUIRE_SERVICES=1 to fail instead)")
     name = f"apphub_test_{uuid.uuid4().hex[:10]}"
     admin = make_url(POSTGRES_ADMIN_URL)
@@ -57,6 +63,14 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(
         _admin(admin.render_as_string(hide_password=False), f'DROP DATABASE "{name}" WITH (FORCE)')
     )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis; skipped when it does not answer (fails when services are required)."""
+    if not answers(REDIS_URL, 6379):
+        pytest.skip("Redis does not answer (set APPHUB_REQUIRE_SERVICES=1 to fail instead)")
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")
