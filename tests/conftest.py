@@ -143,11 +143,11 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def api(database: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the ASGI app (lifespan run), sending the admin token by default."""
+    """An HTTP client on the ASGI app with its embedded worker, sending the admin token."""
     settings = Settings(
         database_url=str(database.engine.url), data_dir=tmp_path, operator_tokens=TEST_TOKENS
     )
-    app = create_app(settings, database=database)
+    app = create_app(settings, database=database, workers=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

@@ -31,6 +31,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".apphub"))
     log_level: str = "info"
     log_format: str = "console"
+    heartbeat_timeout_ms: int = 60_000
+    run_concurrency: int = 50
+    job_concurrency: int = 10
+    reconcile_interval_ms: int = 15_000
 
     @property
     def token_file(self) -> Path:
@@ -108,6 +112,19 @@ def _port(raw: str | None) -> int:
     if not 1 <= port <= 65535:
         raise SettingsError(f"APPHUB_PORT must be an integer from 1 to 65535, got {raw!r}")
     return port
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise SettingsError(f"{name} must be an integer of at least {minimum}, got {raw!r}")
+    return value
 
 
 def _flag(name: str, raw: str | None) -> bool:

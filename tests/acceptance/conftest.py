@@ -17,6 +17,7 @@ import pytest
 from apphub.store.database import Database
 
 STARTUP_SECONDS = 30
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -54,6 +55,7 @@ class Server:
 def apphub_env(workdir: Path, port: int, database_url: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("APPHUB_")}
     env.update(
+        PYTHONPATH=str(REPO_ROOT),  # job entry points such as tests.fixtures.workflow_jobs:emit
         APPHUB_PORT=str(port),
         APPHUB_DATABASE_URL=database_url,
         APPHUB_LOG_LEVEL="warning",
@@ -63,44 +65,68 @@ def apphub_env(workdir: Path, port: int, database_url: str) -> dict[str, str]:
     return env
 
 
+def start_apphub(args: list[str], env: dict[str, str], workdir: Path, name: str) -> Process:
+    """Start `apphub ARGS` in the background, its output in `<workdir>/<name>.log`."""
+    log_path = workdir / f"{name}.log"
+    with log_path.open("a") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "apphub", *args],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return Process(popen, log_path)
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.popen.wait()
+
+    def wait_healthy(self, base_url: str) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise AssertionError(
+                    f"apphub exited with {self.popen.returncode}:\n{self.log_path.read_text()}"
+                )
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"apphub did not answer within {STARTUP_SECONDS}s")
+
+
 @pytest.fixture
 def server(database: Database, tmp_path: Path) -> Iterator[Server]:
     """`apphub serve` in a child process, on the test's backend, with its own data dir."""
     port = free_port()
     url = database.engine.url.render_as_string(hide_password=False)
     env = apphub_env(tmp_path, port, url)
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "apphub", "serve"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_apphub(["serve"], env, tmp_path, "server")
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(process, base_url, log_path)
+        process.wait_healthy(base_url)
         yield Server(base_url, port, tmp_path, env)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = log_path.read_text()
-            raise AssertionError(f"apphub serve exited with {process.returncode}:\n{output}")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"apphub serve did not answer within {STARTUP_SECONDS}s")
+        process.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,11 +14,13 @@ from fastapi.openapi.utils import get_openapi
 
 import apphub
 from apphub.api.errors import install_error_handlers
-from apphub.api.routes import admin, health, jobs, workflows
+from apphub.api.routes import admin, health, jobs, runs, workflows, ws
 from apphub.api.state import AppState
+from apphub.engine.services import EngineServices
+from apphub.engine.worker import Worker
 from apphub.security import OperatorToken, Principal, TokenRegistry, ensure_token_file
 from apphub.settings import Settings
-from apphub.store.database import Database, open_database
+from apphub.store.database import Database
 from apphub.store.migrate import migrate
 
 log = structlog.get_logger(__name__)
@@ -32,21 +36,37 @@ def token_registry(settings: Settings) -> TokenRegistry | None:
     return TokenRegistry([OperatorToken(token, Principal("operator", None))])
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
-    """The app; a `database` passed in is used as-is and left open (tests share one)."""
+def create_app(
+    settings: Settings, *, database: Database | None = None, workers: bool = False
+) -> FastAPI:
+    """The app; `workers=True` also runs the orchestrator in this process (embedded mode).
+
+    A `database` passed in is used as-is and left open (tests share one).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = database is None
-        db = open_database(settings.database_url) if database is None else database
+        services = EngineServices.open(settings, database)
+        worker_task: asyncio.Task[None] | None = None
         try:
-            await migrate(db)
-            app.state.apphub = AppState(settings, db, token_registry(settings))
-            log.info("apphub ready", database=db.dialect, auth=not settings.auth_disabled)
+            await migrate(services.database)
+            app.state.apphub = AppState(settings, services, token_registry(settings))
+            if workers:
+                worker = Worker(services, embedded=_embedded(settings, services))
+                worker_task = asyncio.create_task(worker.run(), name="apphub-worker")
+            log.info(
+                "apphub ready",
+                database=services.database.dialect,
+                workers=workers,
+                queues="inline" if settings.inline else "redis",
+            )
             yield
         finally:
-            if owned:
-                await db.dispose()
+            if worker_task is not None:
+                worker_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            await services.close()
 
     app = FastAPI(
         title="apphub",
@@ -55,10 +75,15 @@ def create_app(settings: Settings, *, database: Database | None = None) -> FastA
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, jobs, workflows, admin):
+    for module in (health, jobs, workflows, runs, admin, ws):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _embedded(settings: Settings, services: EngineServices) -> bool:
+    """One process owns a SQLite database with in-process queues: its old claims are dead."""
+    return settings.inline and services.database.dialect == "sqlite"
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -134,7 +134,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApphubError)
     async def _domain_error(_: Request, error: ApphubError) -> JSONResponse:
-        body = error_body(error.message, reason=error.reason, detail=error.detail)
+        data = (
+            error.data.model_dump(mode="json") if hasattr(error.data, "model_dump") else error.data
+        )
+        body = error_body(error.message, reason=error.reason, detail=error.detail, data=data)
         return JSONResponse(body, status_code=status_for(error))
 
     @app.exception_handler(RequestValidationError)

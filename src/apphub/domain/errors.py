@@ -8,11 +8,15 @@ from typing import Any
 class ApphubError(Exception):
     """Base of the errors a client can cause; `message` is safe to show to the client."""
 
-    def __init__(self, message: str, *, reason: str | None = None, detail: Any = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, detail: Any = None, data: Any = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
         self.detail = detail
+        self.data = data
+        """A resource the client should see with the error (the run that holds a run key)."""
 
 
 class DefinitionError(ApphubError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from apphub.domain.base import ApiModel, JsonObject, UtcTime
 
@@ -13,9 +13,16 @@ WorkflowRunStatus = Literal["pending", "running", "succeeded", "failed", "cancel
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "canceled"]
 
 ACTIVE_RUN_STATUSES: tuple[str, ...] = ("pending", "running")
+TERMINAL_RUN_STATUSES: tuple[str, ...] = ("succeeded", "failed", "canceled", "expired")
 
 
-class JobRun(ApiModel):
+class Record(ApiModel):
+    """A stored row as served: internal columns (claims, heartbeats) are left out."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class JobRun(Record):
     id: str
     job_definition_id: str
     job_slug: str
@@ -35,12 +42,12 @@ class JobRun(ApiModel):
     duration_ms: int | None = None
 
 
-class RunMetrics(ApiModel):
+class RunMetrics(Record):
     total_steps: int = 0
     completed_steps: int = 0
 
 
-class WorkflowRun(ApiModel):
+class WorkflowRun(Record):
     id: str
     workflow_definition_id: str
     workflow_slug: str
@@ -59,3 +66,24 @@ class WorkflowRun(ApiModel):
     started_at: UtcTime | None = None
     completed_at: UtcTime | None = None
     duration_ms: int | None = None
+
+
+class WorkflowRunStep(Record):
+    id: str
+    workflow_run_id: str
+    step_id: str
+    status: StepStatus
+    attempt: int
+    job_run_id: str | None = None
+    input: Any = None
+    output: Any = None
+    error_message: str | None = None
+    failure_reason: str | None = None
+    metrics: JsonObject | None = None
+    parent_step_id: str | None = None
+    fanout_index: int | None = None
+    template_step_id: str | None = None
+    retry_state: str | None = None
+    next_attempt_at: UtcTime | None = None
+    started_at: UtcTime | None = None
+    completed_at: UtcTime | None = None

@@ -12,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.domain.errors import ConflictError
 from apphub.domain.jobs import JobDefinition, JobSpec
-from apphub.domain.runs import JobRun
 from apphub.store.rows import camel_row, column_values, new_id
-from apphub.store.tables import job_definitions, job_runs
+from apphub.store.tables import job_definitions
 
 
 def _definition(row: Any) -> JobDefinition:
@@ -46,6 +45,18 @@ async def list_jobs(connection: AsyncConnection) -> list[JobDefinition]:
     return [_definition(row) for row in rows]
 
 
+async def jobs_by_slug(
+    connection: AsyncConnection, slugs: Iterable[str]
+) -> dict[str, JobDefinition]:
+    wanted = list(set(slugs))
+    if not wanted:
+        return {}
+    rows = await connection.execute(
+        select(job_definitions).where(job_definitions.c.slug.in_(wanted))
+    )
+    return {row.slug: _definition(row) for row in rows}
+
+
 async def existing_job_slugs(connection: AsyncConnection, slugs: Iterable[str]) -> set[str]:
     wanted = list(set(slugs))
     if not wanted:
@@ -72,22 +83,3 @@ async def replace_job(
             values | {"id": current.id, "slug": current.slug, "created_at": current.created_at}
         )
     )
-
-
-def _job_run_query() -> Any:
-    return select(job_runs, job_definitions.c.slug.label("job_slug")).join(
-        job_definitions, job_definitions.c.id == job_runs.c.job_definition_id
-    )
-
-
-async def list_job_runs(
-    connection: AsyncConnection, job_definition_id: str, *, limit: int, offset: int = 0
-) -> list[JobRun]:
-    rows = await connection.execute(
-        _job_run_query()
-        .where(job_runs.c.job_definition_id == job_definition_id)
-        .order_by(job_runs.c.created_at.desc(), job_runs.c.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return [JobRun.model_validate(camel_row(row._mapping)) for row in rows]

@@ -75,6 +75,11 @@ job_runs = Table(
     Column("completed_at", UtcDateTime()),
     Column("duration_ms", Integer),
     *_timestamps(),
+    # execution (0002): who runs it, proof of life, when a retry is due
+    Column("claimed_by", String(64)),
+    Column("heartbeat_at", UtcDateTime()),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("workflow_run_step_id", String(36)),
     Index(None, "job_definition_id", "created_at"),
     Index(None, "status"),
     Index(None, "created_at"),
@@ -122,6 +127,11 @@ workflow_runs = Table(
     Column("completed_at", UtcDateTime()),
     Column("duration_ms", Integer),
     *_timestamps(),
+    # execution (0002): the worker that drives the run, its proof of life, a cancel request
+    Column("claimed_by", String(64)),
+    Column("heartbeat_at", UtcDateTime()),
+    Column("cancel_requested_at", UtcDateTime()),
+    Column("workflow_snapshot", Json),
     Index(None, "workflow_definition_id", "created_at"),
     Index(None, "status"),
     Index(None, "created_at"),

@@ -11,10 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.domain.errors import ConflictError
-from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.store.rows import camel_row, column_values
-from apphub.store.tables import workflow_asset_declarations, workflow_definitions, workflow_runs
+from apphub.store.tables import workflow_asset_declarations, workflow_definitions
 
 
 def _definition(row: Any) -> WorkflowDefinition:
@@ -97,20 +96,3 @@ async def list_asset_declarations(
         .order_by(workflow_asset_declarations.c.id)
     )
     return [dict(row._mapping) for row in rows]
-
-
-async def list_workflow_runs(
-    connection: AsyncConnection, workflow_definition_id: str, *, limit: int, offset: int = 0
-) -> list[WorkflowRun]:
-    rows = await connection.execute(
-        select(workflow_runs, workflow_definitions.c.slug.label("workflow_slug"))
-        .join(
-            workflow_definitions,
-            workflow_definitions.c.id == workflow_runs.c.workflow_definition_id,
-        )
-        .where(workflow_runs.c.workflow_definition_id == workflow_definition_id)
-        .order_by(workflow_runs.c.created_at.desc(), workflow_runs.c.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return [WorkflowRun.model_validate(camel_row(row._mapping)) for row in rows]

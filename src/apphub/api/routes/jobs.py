@@ -9,13 +9,16 @@ from pydantic import BaseModel
 
 from apphub.api.auth import require
 from apphub.api.schemas import BAD_INPUT, CONFLICT, GUARDED, NOT_FOUND, Data
-from apphub.api.state import Db
+from apphub.api.state import Db, Services
 from apphub.domain.errors import NotFoundError
 from apphub.domain.jobs import JobDefinition, JobPatch, JobSpec
-from apphub.domain.runs import JobRun
+from apphub.domain.requests import JobRunRequest
+from apphub.domain.runs import JobRun, JobRunStatus
 from apphub.engine import registry
+from apphub.engine.runs import start_job_run
 from apphub.security import Principal
 from apphub.store import jobs as job_store
+from apphub.store import runs as run_store
 
 router = APIRouter(tags=["jobs"])
 
@@ -49,7 +52,9 @@ async def list_jobs(database: Db) -> dict[str, Any]:
 async def get_job(slug: str, database: Db) -> dict[str, Any]:
     async with database.read() as connection:
         job = await _job_or_404(connection, slug)
-        runs = await job_store.list_job_runs(connection, job.id, limit=RECENT_RUNS)
+        runs = await run_store.list_job_runs(
+            connection, job_definition_id=job.id, limit=RECENT_RUNS
+        )
     return {"data": {"job": job, "runs": runs}}
 
 
@@ -77,8 +82,47 @@ async def list_job_runs(
 ) -> dict[str, Any]:
     async with database.read() as connection:
         job = await _job_or_404(connection, slug)
-        runs = await job_store.list_job_runs(connection, job.id, limit=limit, offset=offset)
+        runs = await run_store.list_job_runs(
+            connection, job_definition_id=job.id, limit=limit, offset=offset
+        )
     return {"data": runs}
+
+
+@router.post(
+    "/jobs/{slug}/run",
+    status_code=202,
+    response_model=Data[JobRun],
+    responses=BAD_INPUT | GUARDED | NOT_FOUND,
+)
+async def run_job(
+    slug: str,
+    services: Services,
+    _: Annotated[Principal, require("jobs:run", "job.run")],
+    request: JobRunRequest | None = None,
+) -> dict[str, Any]:
+    """Record a pending job run and wake a worker; parameters are checked first (400)."""
+    return {"data": await start_job_run(services, slug, request or JobRunRequest())}
+
+
+@router.get("/job-runs", response_model=Data[list[JobRun]], responses=BAD_INPUT)
+async def list_all_job_runs(
+    database: Db,
+    status: JobRunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> dict[str, Any]:
+    async with database.read() as connection:
+        runs = await run_store.list_job_runs(connection, status=status, limit=limit, offset=offset)
+    return {"data": runs}
+
+
+@router.get("/job-runs/{job_run_id}", response_model=Data[JobRun], responses=NOT_FOUND)
+async def get_job_run(job_run_id: str, database: Db) -> dict[str, Any]:
+    async with database.read() as connection:
+        run = await run_store.get_job_run(connection, job_run_id)
+    if run is None:
+        raise NotFoundError("job run not found")
+    return {"data": run}
 
 
 async def _job_or_404(connection: Any, slug: str) -> JobDefinition:

@@ -10,12 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.api.auth import require
 from apphub.api.schemas import BAD_INPUT, CONFLICT, GUARDED, NOT_FOUND, Data
-from apphub.api.state import Db
+from apphub.api.state import Db, Services
 from apphub.domain.errors import NotFoundError
+from apphub.domain.requests import WorkflowRunRequest
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition, WorkflowPatch, WorkflowSpec
 from apphub.engine import registry
+from apphub.engine.runs import start_workflow_run
 from apphub.security import Principal
+from apphub.store import runs as run_store
 from apphub.store import workflows as workflow_store
 
 router = APIRouter(tags=["workflows"])
@@ -52,7 +55,9 @@ async def list_workflows(database: Db) -> dict[str, Any]:
 async def get_workflow(slug: str, database: Db) -> dict[str, Any]:
     async with database.read() as connection:
         workflow = await _workflow_or_404(connection, slug)
-        runs = await workflow_store.list_workflow_runs(connection, workflow.id, limit=RECENT_RUNS)
+        runs = await run_store.list_workflow_runs(
+            connection, workflow_definition_id=workflow.id, limit=RECENT_RUNS
+        )
     return {"data": {"workflow": workflow, "runs": runs}}
 
 
@@ -84,10 +89,26 @@ async def list_workflow_runs(
 ) -> dict[str, Any]:
     async with database.read() as connection:
         workflow = await _workflow_or_404(connection, slug)
-        runs = await workflow_store.list_workflow_runs(
-            connection, workflow.id, limit=limit, offset=offset
+        runs = await run_store.list_workflow_runs(
+            connection, workflow_definition_id=workflow.id, limit=limit, offset=offset
         )
     return {"data": runs}
+
+
+@router.post(
+    "/workflows/{slug}/run",
+    status_code=202,
+    response_model=Data[WorkflowRun],
+    responses=BAD_INPUT | GUARDED | NOT_FOUND | CONFLICT,
+)
+async def run_workflow(
+    slug: str,
+    services: Services,
+    _: Annotated[Principal, require("workflows:run", "workflow.run")],
+    request: WorkflowRunRequest | None = None,
+) -> dict[str, Any]:
+    """Record a pending run and wake a worker. 409 when the run key is held by an active run."""
+    return {"data": await start_workflow_run(services, slug, request or WorkflowRunRequest())}
 
 
 async def _workflow_or_404(connection: AsyncConnection, slug: str) -> WorkflowDefinition:

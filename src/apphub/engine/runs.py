@@ -1,0 +1,119 @@
+"""Start and cancel runs: validate, record, commit, then wake a worker (the API only records)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apphub.domain.base import utc_now
+from apphub.domain.errors import ConflictError, NotFoundError
+from apphub.domain.jobs import JobDefinition
+from apphub.domain.parameters import check_parameters, merge_parameters
+from apphub.domain.requests import JobRunRequest, WorkflowRunRequest
+from apphub.domain.runs import JobRun, WorkflowRun
+from apphub.domain.workflows import WorkflowDefinition
+from apphub.engine.frames import CONTROL_CHANNEL, frame
+from apphub.engine.services import EngineServices
+from apphub.store import jobs as job_store
+from apphub.store import runs as run_store
+from apphub.store import workflows as workflow_store
+from apphub.store.rows import camel_row, new_id
+
+RUN_KEY_TAKEN = "run key already pending or running"
+
+
+def workflow_run_values(
+    workflow: WorkflowDefinition, request: WorkflowRunRequest, run_id: str | None = None
+) -> dict[str, Any]:
+    """The row of a new pending run; parameters are checked against the workflow's schema."""
+    parameters = merge_parameters(workflow.default_parameters, request.parameters)
+    check_parameters(workflow.parameters_schema, parameters)
+    now = utc_now()
+    return {
+        "id": run_id or new_id(),
+        "workflow_definition_id": workflow.id,
+        "status": "pending",
+        "parameters": parameters,
+        "context": {"shared": {}},
+        "workflow_snapshot": workflow.model_dump(mode="json"),
+        "metrics": {"totalSteps": len(workflow.steps), "completedSteps": 0},
+        "triggered_by": request.triggered_by,
+        "trigger": request.trigger or {"type": request.triggered_by},
+        "partition_key": request.partition_key,
+        "run_key": request.run_key,
+        "run_key_normalized": request.run_key.lower() if request.run_key else None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def pending_run(values: dict[str, Any], workflow_slug: str) -> WorkflowRun:
+    record = camel_row(values) | {"workflowSlug": workflow_slug}
+    record["context"] = {"shared": {}, "steps": {}}
+    return WorkflowRun.model_validate(record)
+
+
+async def start_workflow_run(
+    services: EngineServices, slug: str, request: WorkflowRunRequest
+) -> WorkflowRun:
+    async with services.database.write() as connection:
+        workflow = await workflow_store.get_workflow(connection, slug)
+        if workflow is None:
+            raise NotFoundError("workflow not found")
+        values = workflow_run_values(workflow, request)
+        try:
+            await run_store.insert_workflow_run(connection, values)
+        except run_store.RunKeyTakenError:
+            holder = await run_store.active_run_with_key(
+                connection, workflow.id, values["run_key_normalized"]
+            )
+            raise ConflictError(RUN_KEY_TAKEN, reason="run_key_conflict", data=holder) from None
+    run = pending_run(values, workflow.slug)
+    await services.workflow_queue.enqueue(run.id)
+    services.frames.publish([frame("workflow.run.pending", run.model_dump(mode="json"))])
+    return run
+
+
+async def start_job_run(services: EngineServices, slug: str, request: JobRunRequest) -> JobRun:
+    async with services.database.write() as connection:
+        job = await job_store.get_job(connection, slug)
+        if job is None:
+            raise NotFoundError("job not found")
+        values = job_run_values(job, request.parameters)
+        await run_store.insert_job_runs(connection, [values])
+    run = JobRun.model_validate(camel_row(values) | {"jobSlug": job.slug})
+    await services.job_queue.enqueue(run.id)
+    services.frames.publish([frame("job.run.pending", run.model_dump(mode="json"))])
+    return run
+
+
+def job_run_values(job: JobDefinition, requested: dict[str, Any]) -> dict[str, Any]:
+    parameters = merge_parameters(job.default_parameters, requested)
+    check_parameters(job.parameters_schema, parameters)
+    now = utc_now()
+    return {
+        "id": new_id(),
+        "job_definition_id": job.id,
+        "status": "pending",
+        "parameters": parameters,
+        "attempt": 1,
+        "max_attempts": job.retry_policy.max_attempts if job.retry_policy else 1,
+        "timeout_ms": job.timeout_ms,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def cancel_workflow_run(services: EngineServices, run_id: str) -> WorkflowRun:
+    """Cancel a run: at once if no worker holds it, else its worker stops it (202 either way)."""
+    async with services.database.write() as connection:
+        outcome = await run_store.request_cancel(connection, run_id, utc_now())
+        run = await run_store.get_workflow_run(connection, run_id)
+    if run is None:
+        raise NotFoundError("workflow run not found")
+    if outcome is None:
+        raise ConflictError(f"workflow run already {run.status}", reason="run_finished", data=run)
+    if outcome == "canceled":
+        services.frames.publish([frame("workflow.run.canceled", run.model_dump(mode="json"))])
+    else:
+        await services.broadcaster.publish(CONTROL_CHANNEL, {"type": "cancel-run", "runId": run_id})
+    return run
