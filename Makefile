@@ -21,8 +21,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed ## Serve the API embedded (SQLite, no services) on 127.0.0.1:4000
-	$(BIN)/apphub serve
+run: $(VENV)/.installed ## Serve API + workers embedded (SQLite) on 127.0.0.1:4000, with the examples
+	$(BIN)/apphub serve --defs examples.directory_insights
 
 test: $(VENV)/.installed-dev ## Run the tests (SQLite always; PostgreSQL + Redis when they answer)
 	$(BIN)/pytest

@@ -26,3 +26,4 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=numeric, format="%(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is noise

@@ -120,10 +120,20 @@ class Process:
 @pytest.fixture
 def server(database: Database, tmp_path: Path) -> Iterator[Server]:
     """`apphub serve` in a child process, on the test's backend, with its own data dir."""
+    yield from _serve(database, tmp_path, [])
+
+
+@pytest.fixture
+def server_with_examples(database: Database, tmp_path: Path) -> Iterator[Server]:
+    """The server as `make run` starts it: with the example definitions registered."""
+    yield from _serve(database, tmp_path, ["--defs", "examples.directory_insights"])
+
+
+def _serve(database: Database, tmp_path: Path, extra: list[str]) -> Iterator[Server]:
     port = free_port()
     url = database.engine.url.render_as_string(hide_password=False)
     env = apphub_env(tmp_path, port, url)
-    process = start_apphub(["serve"], env, tmp_path, "server")
+    process = start_apphub(["serve", *extra], env, tmp_path, "server")
     base_url = f"http://127.0.0.1:{port}"
     try:
         process.wait_healthy(base_url)

@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import text
 
-from apphub.store.database import Database
+from apphub.store.database import open_database
+from apphub.store.tables import metadata
 from tests.acceptance.conftest import Process, apphub_env, free_port, start_apphub
 from tests.runs import FIXTURES
 
@@ -73,14 +75,23 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(backend: Any, database: Database, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    if backend.name != "postgres":
-        pytest.skip("the scaled mode runs on PostgreSQL + Redis")  # declared: one backend only
+async def postgres_database(postgres_url: str) -> str:
+    """The session's PostgreSQL database, emptied: the scaled mode's only database."""
+    database = open_database(postgres_url)
+    tables = ", ".join(table.name for table in metadata.sorted_tables)
+    async with database.write() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    await database.dispose()
+    return postgres_url
+
+
+@pytest.fixture
+def cluster(postgres_database: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
     redis_db = random.randint(1, 15)
     scaled_redis = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
     redis.Redis.from_url(scaled_redis).flushdb()
     port = free_port()
-    env = apphub_env(tmp_path, port, database.engine.url.render_as_string(hide_password=False))
+    env = apphub_env(tmp_path, port, postgres_database)
     env |= {
         "REDIS_URL": scaled_redis,
         "APPHUB_HEARTBEAT_TIMEOUT_MS": "3000",

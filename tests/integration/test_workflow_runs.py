@@ -333,6 +333,7 @@ async def test_run_listing_and_steps(api: httpx.AsyncClient) -> None:
     assert (await api.get("/workflow-runs?workflow=ghost")).json()["data"] == []
     assert (await api.get("/workflow-runs?status=bogus")).status_code == 400
     steps_now = await steps_of(api, run["id"])
+    assert list(steps_now) == ["a", "b"]
     assert [steps_now[s]["status"] for s in ("a", "b")] == ["succeeded", "succeeded"]
     assert all(step["attempt"] == 1 and step["jobRunId"] for step in steps_now.values())
     detail = (await api.get("/workflows/two")).json()["data"]

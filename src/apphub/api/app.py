@@ -16,8 +16,10 @@ import apphub
 from apphub.api.errors import install_error_handlers
 from apphub.api.routes import admin, health, jobs, runs, workflows, ws
 from apphub.api.state import AppState
+from apphub.engine import registry
 from apphub.engine.services import EngineServices
 from apphub.engine.worker import Worker
+from apphub.sdk import Definitions
 from apphub.security import OperatorToken, Principal, TokenRegistry, ensure_token_file
 from apphub.settings import Settings
 from apphub.store.database import Database
@@ -37,11 +39,16 @@ def token_registry(settings: Settings) -> TokenRegistry | None:
 
 
 def create_app(
-    settings: Settings, *, database: Database | None = None, workers: bool = False
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    workers: bool = False,
+    definitions: Definitions | None = None,
 ) -> FastAPI:
     """The app; `workers=True` also runs the orchestrator in this process (embedded mode).
 
-    A `database` passed in is used as-is and left open (tests share one).
+    `definitions` (from `--defs`) are registered at start. A `database` passed in is used
+    as-is and left open (tests share one).
     """
 
     @asynccontextmanager
@@ -50,6 +57,8 @@ def create_app(
         worker_task: asyncio.Task[None] | None = None
         try:
             await migrate(services.database)
+            if definitions is not None:
+                await register_definitions(services.database, definitions)
             app.state.apphub = AppState(settings, services, token_registry(settings))
             if workers:
                 worker = Worker(services, embedded=_embedded(settings, services))
@@ -79,6 +88,16 @@ def create_app(
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def register_definitions(database: Database, definitions: Definitions) -> None:
+    """Create or update what the definitions module declares; unchanged ones are left alone."""
+    for job in definitions.jobs:
+        outcome = await registry.upsert_job(database, job)
+        log.info("job definition", slug=job.slug, outcome=outcome)
+    for workflow in definitions.workflows:
+        outcome = await registry.upsert_workflow(database, workflow)
+        log.info("workflow definition", slug=workflow.slug, outcome=outcome)
 
 
 def _embedded(settings: Settings, services: EngineServices) -> bool:

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from apphub.cli import definitions
+from apphub.cli import definitions, runs
+from apphub.cli.client import CliError
+from apphub.sdk import Definitions
 from apphub.settings import Settings
 
 app = typer.Typer(
@@ -20,6 +22,10 @@ app = typer.Typer(
 )
 app.add_typer(definitions.jobs, name="jobs")
 app.add_typer(definitions.workflows, name="workflows")
+app.add_typer(runs.runs, name="runs")
+definitions.workflows.command("run")(runs.run_workflow)
+definitions.jobs.command("run")(runs.run_job)
+app.command()(runs.demo)
 console = Console()
 
 
@@ -30,6 +36,14 @@ def serve(
     no_workers: Annotated[
         bool, typer.Option("--no-workers", help="Serve the API only; run `apphub worker` apart.")
     ] = False,
+    defs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defs",
+            help="A module or .py file of @apphub.job / apphub.workflow "
+            "definitions to register on start (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run the API server, with the workers in the same process unless --no-workers."""
     import uvicorn
@@ -43,13 +57,34 @@ def serve(
     if not settings.auth_disabled and settings.operator_tokens is None:
         console.print(f"operator token: {settings.token_file} (the CLI reads it from there)")
     console.print(f"apphub listening on http://{listen_host}:{listen_port}  (docs: /docs)")
+    definitions = _load_definitions(defs or [])
     uvicorn.run(
-        create_app(settings, workers=not no_workers),
+        create_app(settings, workers=not no_workers, definitions=definitions),
         host=listen_host,
         port=listen_port,
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _load_definitions(targets: list[str]) -> Definitions | None:
+    if not targets:
+        return None
+    from apphub.sdk import load_definitions
+
+    merged = Definitions()
+    for target in targets:
+        try:
+            found = load_definitions(target)
+        except (ImportError, ValueError) as error:
+            raise CliError(f"cannot load definitions from {target}: {error}") from None
+        for job in found.jobs:
+            merged.add_job(job)
+        merged.workflows += found.workflows
+        console.print(
+            f"definitions from {target}: {len(found.jobs)} jobs, {len(found.workflows)} workflows"
+        )
+    return merged
 
 
 @app.command()

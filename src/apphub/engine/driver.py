@@ -346,11 +346,18 @@ class RunDriver:
             await run_store.insert_steps(
                 connection, [record.new_row(self.run_id, now) for record in change.new_steps]
             )
-            for row_id, record in change.changed_steps.items():
-                await run_store.update_step(connection, row_id, record.changed_values(now))
+            await run_store.update_steps(
+                connection,
+                [
+                    record.changed_values(now) | {"row_id": row_id}
+                    for row_id, record in change.changed_steps.items()
+                ],
+            )
             await run_store.insert_job_runs(connection, change.new_job_runs)
-            for job_run_id, job_values in change.job_run_changes.items():
-                await run_store.update_job_run(connection, job_run_id, job_values)
+            await run_store.update_job_runs(
+                connection,
+                [values | {"job_run_id": run_id} for run_id, values in change.job_run_changes.items()],
+            )
         self.run_state |= values
         if change.frames:
             self.context.publish_frames(change.frames)

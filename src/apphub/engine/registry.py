@@ -7,7 +7,7 @@ way whichever door it used.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,11 +15,12 @@ from apphub.domain.assets import declaration_record
 from apphub.domain.base import utc_now
 from apphub.domain.dag import Dag, StepNode, build_dag
 from apphub.domain.errors import DefinitionError, NotFoundError
-from apphub.domain.jobs import JobDefinition, JobSpec
+from apphub.domain.jobs import JobDefinition, JobSpec, JobSpecFields
 from apphub.domain.workflows import (
     FanoutStep,
     WorkflowDefinition,
     WorkflowSpec,
+    WorkflowSpecFields,
     job_slugs,
 )
 from apphub.store import jobs as job_store
@@ -83,6 +84,44 @@ async def update_workflow(
             connection, definition.id, asset_records(spec), definition.updated_at
         )
         return definition
+
+
+Upserted = Literal["created", "updated", "unchanged"]
+
+
+async def upsert_job(database: Database, spec: JobSpec) -> Upserted:
+    """Create the job, or update it when it differs; an identical one keeps its version."""
+    async with database.read() as connection:
+        current = await job_store.get_job(connection, spec.slug)
+    if current is None:
+        await create_job(database, spec)
+        return "created"
+    fields = set(JobSpecFields.model_fields)
+    wanted = spec.model_dump(mode="json", include=fields)
+    if current.model_dump(mode="json", include=fields) == wanted:
+        return "unchanged"
+    await update_job(database, spec.slug, wanted)
+    return "updated"
+
+
+async def upsert_workflow(database: Database, spec: WorkflowSpec) -> Upserted:
+    async with database.read() as connection:
+        current = await workflow_store.get_workflow(connection, spec.slug)
+    if current is None:
+        await create_workflow(database, spec)
+        return "created"
+    fields = set(WorkflowSpecFields.model_fields)
+    wanted = _comparable(spec.model_dump(mode="json", include=fields))
+    if _comparable(current.model_dump(mode="json", include=fields)) == wanted:
+        return "unchanged"
+    await update_workflow(database, spec.slug, spec.model_dump(mode="json", include=fields))
+    return "updated"
+
+
+def _comparable(workflow: dict[str, Any]) -> dict[str, Any]:
+    """Leave out what the server computes (`dependents`) before comparing definitions."""
+    steps = [{k: v for k, v in step.items() if k != "dependents"} for step in workflow["steps"]]
+    return workflow | {"steps": steps}
 
 
 def _dag_of(spec: WorkflowSpec) -> Dag:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from apphub.store.sqlite_inline import inline_connector
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE_OPTION = "apphub_write"
@@ -20,7 +20,8 @@ class Database:
 
     `write()` takes the write lock up front on SQLite (`BEGIN IMMEDIATE`): a deferred
     transaction that reads and then writes can fail at once with "database is locked",
-    whereas an immediate one waits its turn for up to the busy timeout.
+    whereas an immediate one waits its turn for up to the busy timeout. On SQLite there is
+    one connection, so a caller must never open a transaction while holding another.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -59,21 +60,15 @@ def open_database(url: str, *, pool_size: int = 10) -> Database:
 
 
 def _open_sqlite(url: str) -> Database:
-    database_path = make_url(url).database
-    if database_path and database_path != ":memory:":
-        Path(database_path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver, so BEGIN is ours to issue.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+    """One inline connection (see `sqlite_inline`); writers begin with BEGIN IMMEDIATE."""
+    path = make_url(url).database or ":memory:"
+    engine = create_async_engine(
+        url,
+        async_creator=inline_connector(path, SQLITE_BUSY_TIMEOUT_MS),
+        pool_size=1,
+        max_overflow=0,
+        pool_reset_on_return=None,
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -253,10 +253,29 @@ async def insert_steps(connection: AsyncConnection, rows: Sequence[dict[str, Any
         await connection.execute(insert(workflow_run_steps), list(rows))
 
 
+_UPDATE_STEP = update(workflow_run_steps).where(workflow_run_steps.c.id == bindparam("row_id"))
+_UPDATE_JOB_RUN = update(job_runs).where(job_runs.c.id == bindparam("job_run_id"))
+
+
 async def update_step(connection: AsyncConnection, row_id: str, values: dict[str, Any]) -> None:
-    await connection.execute(
-        update(workflow_run_steps).where(workflow_run_steps.c.id == row_id).values(values)
-    )
+    await update_steps(connection, [values | {"row_id": row_id}])
+
+
+async def update_steps(connection: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
+    """Several step rows in one call; each change names its row as `row_id`.
+
+    One prepared statement and `executemany`: the orchestrator's hot path writes here.
+    """
+    for batch in _same_columns(changes):
+        await connection.execute(_UPDATE_STEP, batch)
+
+
+def _same_columns(changes: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """`executemany` needs one set of columns per batch."""
+    batches: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        batches.setdefault(frozenset(change), []).append(change)
+    return list(batches.values())
 
 
 async def step_rows(connection: AsyncConnection, run_id: str) -> list[Any]:
@@ -269,10 +288,20 @@ async def step_rows(connection: AsyncConnection, run_id: str) -> list[Any]:
 
 
 async def list_steps(connection: AsyncConnection, run_id: str) -> list[WorkflowRunStep]:
-    return [
-        WorkflowRunStep.model_validate(camel_row(row._mapping))
-        for row in await step_rows(connection, run_id)
-    ]
+    """Steps in the workflow's topological order, each fan-out's children after it."""
+    snapshot = await connection.scalar(
+        select(workflow_runs.c.workflow_snapshot).where(workflow_runs.c.id == run_id)
+    )
+    order = ((snapshot or {}).get("dag") or {}).get("topologicalOrder") or []
+    position = {step_id: index for index, step_id in enumerate(order)}
+
+    def key(row: Any) -> tuple[int, int]:
+        top = row.parent_step_id or row.step_id
+        child = -1 if row.parent_step_id is None else (row.fanout_index or 0)
+        return (position.get(top, len(position)), child)
+
+    rows = sorted(await step_rows(connection, run_id), key=key)
+    return [WorkflowRunStep.model_validate(camel_row(row._mapping)) for row in rows]
 
 
 # --- job runs ------------------------------------------------------------------------------
@@ -292,7 +321,13 @@ async def insert_job_runs(connection: AsyncConnection, rows: Sequence[dict[str, 
 async def update_job_run(
     connection: AsyncConnection, job_run_id: str, values: dict[str, Any]
 ) -> None:
-    await connection.execute(update(job_runs).where(job_runs.c.id == job_run_id).values(values))
+    await update_job_runs(connection, [values | {"job_run_id": job_run_id}])
+
+
+async def update_job_runs(connection: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
+    """Several job run rows in one call; each change names its row as `job_run_id`."""
+    for batch in _same_columns(changes):
+        await connection.execute(_UPDATE_JOB_RUN, batch)
 
 
 async def get_job_run(connection: AsyncConnection, job_run_id: str) -> JobRun | None:

@@ -1,0 +1,1 @@
+"""Example definitions `make run` registers (`apphub serve --defs examples.directory_insights`)."""
