@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint format check clean
+.PHONY: help run test lint format check bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,15 +28,18 @@ test: $(VENV)/.installed-dev ## Run the tests (SQLite always; PostgreSQL + Redis
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed-dev ## ruff and mypy (strict)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev ## Apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
 
 check: lint test ## lint, then test
+
+bench: $(VENV)/.installed-dev ## Print the benchmarks' figures (PostgreSQL + Redis parts need them running)
+	$(BIN)/python -m bench.orchestration
 
 clean: ## Remove the virtualenv and caches (keeps .apphub data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import text
 
@@ -40,15 +39,20 @@ BENCH_REDIS = "redis://127.0.0.1:6379/14"
 
 def chain(slug: str, length: int, job: str) -> WorkflowSpec:
     steps = [{"id": "s0", "jobSlug": job}]
-    steps += [{"id": f"s{n}", "jobSlug": job, "dependsOn": [f"s{n - 1}"]}
-              for n in range(1, length)]
-    return WorkflowSpec.model_validate({"slug": slug, "name": slug, "steps": steps,
-                                        "metadata": {"scheduler": {"maxParallel": 1}}})
+    steps += [{"id": f"s{n}", "jobSlug": job, "dependsOn": [f"s{n - 1}"]} for n in range(1, length)]
+    return WorkflowSpec.model_validate(
+        {"slug": slug, "name": slug, "steps": steps, "metadata": {"scheduler": {"maxParallel": 1}}}
+    )
 
 
 def fanout(slug: str, width: int, concurrency: int) -> WorkflowSpec:
-    step = {"id": "each", "type": "fanout", "collection": list(range(width)),
-            "maxConcurrency": concurrency, "template": {"id": "one", "jobSlug": "noop"}}
+    step = {
+        "id": "each",
+        "type": "fanout",
+        "collection": list(range(width)),
+        "maxConcurrency": concurrency,
+        "template": {"id": "one", "jobSlug": "noop"},
+    }
     return WorkflowSpec.model_validate({"slug": slug, "name": slug, "steps": [step]})
 
 
@@ -124,12 +128,15 @@ async def main() -> None:
     parser.add_argument("--scaled-only", action="store_true")
     args = parser.parse_args()
     print("apphub orchestration benchmark (wall time from run request to run succeeded)")
-    print("reference, same kind of machine: Dagster 1.13 in-process 12-14 ms/step; "
-          "Prefect 3.9 5-55 ms/step")
+    print(
+        "reference, same kind of machine: Dagster 1.13 in-process 12-14 ms/step; "
+        "Prefect 3.9 5-55 ms/step"
+    )
     if not args.scaled_only:
         with tempfile.TemporaryDirectory() as folder:
-            settings = Settings(database_url=f"sqlite+aiosqlite:///{Path(folder) / 'b.db'}",
-                                data_dir=Path(folder))
+            settings = Settings(
+                database_url=f"sqlite+aiosqlite:///{Path(folder) / 'b.db'}", data_dir=Path(folder)
+            )
             await bench_mode("embedded: SQLite + in-process queue", settings, True, args.repeat)
     if not args.embedded_only:
         import redis.asyncio as redis
@@ -138,8 +145,7 @@ async def main() -> None:
         await client.flushdb()
         await client.aclose()
         settings = Settings(database_url=await fresh_postgres(), redis_url=BENCH_REDIS)
-        await bench_mode("scaled: PostgreSQL + Redis (saq, pub/sub)", settings, False,
-                         args.repeat)
+        await bench_mode("scaled: PostgreSQL + Redis (saq, pub/sub)", settings, False, args.repeat)
 
 
 if __name__ == "__main__":

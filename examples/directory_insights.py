@@ -50,7 +50,8 @@ def scan(ctx: JobContext) -> dict[str, Any]:
     files = directories = 0
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = [
-            name for name in subfolders
+            name
+            for name in subfolders
             if not name.startswith(".") and name not in SKIPPED_DIRECTORIES
         ]
         directories += 1
@@ -69,8 +70,11 @@ def scan(ctx: JobContext) -> dict[str, Any]:
     ranked = sorted(by_type.items(), key=lambda item: item[1]["bytes"], reverse=True)
     return {
         "root": str(root),
-        "totals": {"files": files, "directories": directories,
-                   "bytes": sum(entry["bytes"] for entry in by_type.values())},
+        "totals": {
+            "files": files,
+            "directories": directories,
+            "bytes": sum(entry["bytes"] for entry in by_type.values()),
+        },
         "byType": [{"type": kind, **counts} for kind, counts in ranked],
     }
 
@@ -113,7 +117,7 @@ def _html(title: str, generated_at: str, scan_result: dict[str, Any]) -> str:
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{totals['files']} files, {totals['directories']} folders, {totals['bytes']:,} bytes.
+<p>{totals["files"]} files, {totals["directories"]} folders, {totals["bytes"]:,} bytes.
 Generated {generated_at}.</p>
 <table border="1" cellpadding="4">
 <tr><th>type</th><th>files</th><th>bytes</th></tr>
@@ -134,8 +138,11 @@ def archive(ctx: JobContext) -> dict[str, Any]:
     target = (folder / f"{source.stem}-{stamp}.tar.gz").resolve()
     with tarfile.open(target, "w:gz") as bundle:
         bundle.add(source, arcname=source.name)
-    payload = {"archivePath": str(target), "sourceReport": str(source),
-               "bytes": target.stat().st_size}
+    payload = {
+        "archivePath": str(target),
+        "sourceReport": str(source),
+        "bytes": target.stat().st_size,
+    }
     return {**payload, "assets": [{"assetId": ARCHIVE_ASSET, "payload": payload}]}
 
 
@@ -159,12 +166,20 @@ report_workflow.step(
     render,
     depends_on=[scanned],
     parameters={"scan": "{{ steps.scan.result }}"},
-    produces=[{"assetId": REPORT_ASSET, "schema": {
-        "type": "object",
-        "required": ["reportPath", "reportTitle", "generatedAt"],
-        "properties": {"reportPath": {"type": "string"}, "reportTitle": {"type": "string"},
-                       "generatedAt": {"type": "string"}},
-    }}],
+    produces=[
+        {
+            "assetId": REPORT_ASSET,
+            "schema": {
+                "type": "object",
+                "required": ["reportPath", "reportTitle", "generatedAt"],
+                "properties": {
+                    "reportPath": {"type": "string"},
+                    "reportTitle": {"type": "string"},
+                    "generatedAt": {"type": "string"},
+                },
+            },
+        }
+    ],
 )
 
 archive_workflow = apphub.workflow(

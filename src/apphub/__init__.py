@@ -6,7 +6,10 @@ that only need `apphub.runtime` stay quick to start.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type checkers see the real signatures; runtime imports stay lazy
+    from apphub.sdk import job, workflow
 
 __version__ = "0.1.0"
 __all__ = ["job", "workflow"]

@@ -356,7 +356,10 @@ class RunDriver:
             await run_store.insert_job_runs(connection, change.new_job_runs)
             await run_store.update_job_runs(
                 connection,
-                [values | {"job_run_id": run_id} for run_id, values in change.job_run_changes.items()],
+                [
+                    values | {"job_run_id": run_id}
+                    for run_id, values in change.job_run_changes.items()
+                ],
             )
         self.run_state |= values
         if change.frames:

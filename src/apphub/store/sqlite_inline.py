@@ -103,9 +103,7 @@ class InlineConnection:
         self._conn.create_function(*args, **kwargs)
 
 
-def inline_connector(
-    path: str, busy_timeout_ms: int
-) -> Callable[[], Awaitable[InlineConnection]]:
+def inline_connector(path: str, busy_timeout_ms: int) -> Callable[[], Awaitable[InlineConnection]]:
     """An `async_creator` for `create_async_engine`: a tuned connection, BEGIN left to us."""
 
     async def connect() -> InlineConnection:
