@@ -131,3 +131,32 @@ def test_migrate_creates_an_embedded_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / ".apphub" / "apphub.db").stat().st_size > 0
+
+
+def test_demo_runs_the_example_and_says_where_to_look(server_with_examples: Server) -> None:
+    result = server_with_examples.cli("demo", "--root", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report_line = next(line for line in result.stdout.splitlines() if line.startswith("report:"))
+    report = Path(report_line.split(":", 1)[1].strip())
+    assert report.is_file()
+    assert "<table" in report.read_text()
+    assert "/workflow-runs/" in result.stdout
+
+
+def test_demo_without_the_examples_explains_what_to_do(server: Server) -> None:
+    result = server.cli("demo")
+    assert result.returncode == 1
+    assert "make run" in result.stderr
+
+
+def test_run_commands(server_with_examples: Server) -> None:
+    run = server_with_examples.cli(
+        "workflows", "run", "directory-insights-report", "-p", "root=.", "--wait"
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "succeeded" in run.stdout
+    listed = server_with_examples.cli("runs", "list", "--workflow", "directory-insights-report")
+    assert "succeeded" in listed.stdout
+    bad = server_with_examples.cli("workflows", "run", "directory-insights-report", "-p", "oops")
+    assert bad.returncode == 1
+    assert "KEY=VALUE" in bad.stderr

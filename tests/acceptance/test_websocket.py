@@ -54,6 +54,11 @@ async def test_live_run_frames_with_topics(server: Server) -> None:
             run = (await api.post("/workflows/live/run", json={})).json()["data"]
             filtered = await _frames_until(runs_only, run["id"], "workflow.run.succeeded")
             unfiltered = await _frames_until(everything, run["id"], "workflow.run.succeeded")
+            patched = await api.patch("/workflows/live", json={"description": "v2"})
+            assert patched.status_code == 200
+            workflow_id = patched.json()["data"]["id"]
+            updated = await _frames_until(everything, workflow_id, "workflow.definition.updated")
+    assert updated[-1]["data"]["version"] == 2
     assert [f["type"] for f in filtered] == [
         "workflow.run.pending",
         "workflow.run.running",

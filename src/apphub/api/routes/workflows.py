@@ -16,6 +16,7 @@ from apphub.domain.requests import WorkflowRunRequest
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition, WorkflowPatch, WorkflowSpec
 from apphub.engine import registry
+from apphub.engine.frames import frame
 from apphub.engine.runs import start_workflow_run
 from apphub.security import Principal
 from apphub.store import runs as run_store
@@ -70,10 +71,15 @@ async def update_workflow(
     slug: str,
     patch: WorkflowPatch,
     database: Db,
+    services: Services,
     _: Annotated[Principal, require("workflows:write", "workflow.update")],
 ) -> dict[str, Any]:
     changes = patch.model_dump(mode="json", exclude_unset=True)
-    return {"data": await registry.update_workflow(database, slug, changes)}
+    workflow = await registry.update_workflow(database, slug, changes)
+    services.frames.publish(
+        [frame("workflow.definition.updated", workflow.model_dump(mode="json"))]
+    )
+    return {"data": workflow}
 
 
 @router.get(
