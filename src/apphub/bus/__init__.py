@@ -11,8 +11,8 @@ from apphub.bus.broadcast import (
     LocalBroadcaster,
     Message,
     Subscription,
-    create_broadcaster,
 )
+from apphub.bus.factory import create_broadcaster
 
 __all__ = [
     "BUFFER_SIZE",

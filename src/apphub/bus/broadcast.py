@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
-from apphub.settings import INLINE
-
 BUFFER_SIZE = 10_000
 """Messages a subscription holds before it drops its oldest."""
 
@@ -134,17 +132,3 @@ class LocalBroadcaster:
             for inbox in inboxes:
                 inbox.close()
         self._inboxes.clear()
-
-
-def create_broadcaster(redis_url: str, *, buffer_size: int = BUFFER_SIZE) -> Broadcaster:
-    """`inline` keeps fan-out in this process; any other URL fans out through Redis pub/sub."""
-    if redis_url == INLINE:
-        return LocalBroadcaster(buffer_size)
-    try:
-        from apphub.bus.redis_broadcast import RedisBroadcaster
-    except ModuleNotFoundError as error:
-        raise RuntimeError(
-            f"REDIS_URL={redis_url!r} needs the 'redis' package ({error.name} is missing): "
-            "pip install redis, or set REDIS_URL=inline"
-        ) from error
-    return RedisBroadcaster(redis_url, buffer_size=buffer_size)

@@ -12,8 +12,8 @@ from apphub.engine.frames import frame
 from apphub.engine.records import job_run_view
 from apphub.engine.runtimes import JobInvocation, JobOutcome, run_job
 from apphub.engine.services import EngineServices
+from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
-from apphub.store import runs as run_store
 
 ORPHANED = JobOutcome(
     status="failed",
@@ -28,14 +28,16 @@ async def handle_job_run(
     now = utc_now()
     async with services.database.write() as connection:
         stale_before = now - timedelta(seconds=stale_after_s)
-        if not await run_store.claim_job_run(connection, job_run_id, worker_id, now, stale_before):
+        if not await job_run_store.claim_job_run(
+            connection, job_run_id, worker_id, now, stale_before
+        ):
             return
-        row = await run_store.job_run_row(connection, job_run_id)
+        row = await job_run_store.job_run_row(connection, job_run_id)
         job = await job_store.get_job(connection, row.job_slug)
         orphaned = row.status == "running"
         if not orphaned:
             started = {"status": "running", "started_at": row.started_at or now}
-            await run_store.update_job_run(connection, job_run_id, started)
+            await job_run_store.update_job_run(connection, job_run_id, started)
     values = dict(row._mapping)
     if orphaned or job is None:
         outcome = ORPHANED
@@ -85,7 +87,7 @@ async def _record(
             "duration_ms": int((now - started_at).total_seconds() * 1000),
         }
     async with services.database.write() as connection:
-        await run_store.update_job_run(connection, values["id"], changes)
+        await job_run_store.update_job_run(connection, values["id"], changes)
     final = values | changes
     services.frames.publish(
         [frame(f"job.run.{final['status']}", job_run_view(final, values["job_slug"]))]

@@ -13,8 +13,9 @@ from apphub.domain.runs import JobRun, WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.engine.frames import CONTROL_CHANNEL, frame
 from apphub.engine.services import EngineServices
+from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
-from apphub.store import runs as run_store
+from apphub.store import workflow_runs as run_store
 from apphub.store import workflows as workflow_store
 from apphub.store.rows import camel_row, new_id
 
@@ -79,7 +80,7 @@ async def start_job_run(services: EngineServices, slug: str, request: JobRunRequ
         if job is None:
             raise NotFoundError("job not found")
         values = job_run_values(job, request.parameters)
-        await run_store.insert_job_runs(connection, [values])
+        await job_run_store.insert_job_runs(connection, [values])
     run = JobRun.model_validate(camel_row(values) | {"jobSlug": job.slug})
     await services.job_queue.enqueue(run.id)
     services.frames.publish([frame("job.run.pending", run.model_dump(mode="json"))])

@@ -19,8 +19,10 @@ from apphub.engine.driver import DriverContext, RunDriver
 from apphub.engine.frames import CONTROL_CHANNEL
 from apphub.engine.job_runs import handle_job_run
 from apphub.engine.services import EngineServices
+from apphub.store import claims as claim_store
+from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
-from apphub.store import runs as run_store
+from apphub.store import workflow_runs as run_store
 
 log = structlog.get_logger(__name__)
 
@@ -111,7 +113,7 @@ class Worker:
 
     async def heartbeat_once(self) -> None:
         async with self.services.database.write() as connection:
-            canceled = await run_store.heartbeat(connection, self.worker_id, utc_now())
+            canceled = await claim_store.heartbeat(connection, self.worker_id, utc_now())
         for run_id in canceled:
             self.cancel(run_id)
 
@@ -121,7 +123,7 @@ class Worker:
         stale_before = now - timedelta(seconds=self.stale_after_s)
         async with self.services.database.read() as connection:
             runs = await run_store.workflow_runs_to_wake(connection, stale_before, RECONCILE_BATCH)
-            job_runs = await run_store.job_runs_to_wake(
+            job_runs = await job_run_store.job_runs_to_wake(
                 connection, now, stale_before, RECONCILE_BATCH
             )
         for run_id in runs:
@@ -136,7 +138,7 @@ class Worker:
         """On shutdown, let go of what this worker held so another can take it at once."""
         try:
             async with self.services.database.write() as connection:
-                run_ids = await run_store.release_claims_of(connection, self.worker_id)
+                run_ids = await claim_store.release_claims_of(connection, self.worker_id)
             for run_id in run_ids:
                 await self.services.workflow_queue.enqueue(run_id)
             log.info("worker stopped", worker_id=self.worker_id, handed_back=len(run_ids))
@@ -146,7 +148,7 @@ class Worker:
     async def release_dead_claims(self) -> None:
         """Embedded start: nothing else runs on this database, so every claim is a dead one."""
         async with self.services.database.write() as connection:
-            await run_store.release_all_claims(connection)
+            await claim_store.release_all_claims(connection)
 
     def cancel(self, run_id: str) -> None:
         driver = self.drivers.get(run_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -34,3 +34,11 @@ def column_values(model: BaseModel, *, exclude: set[str] | None = None) -> dict[
 def camel_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     """A row's columns under their wire names, ready for a model's `model_validate`."""
     return {_camel(key): value for key, value in row.items()}
+
+
+def same_columns(changes: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """`executemany` needs one set of columns per batch."""
+    batches: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for change in changes:
+        batches.setdefault(frozenset(change), []).append(change)
+    return list(batches.values())

@@ -17,8 +17,8 @@ from apphub.domain.runs import JobRun, JobRunStatus
 from apphub.engine import registry
 from apphub.engine.runs import start_job_run
 from apphub.security import Principal
+from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
-from apphub.store import runs as run_store
 
 router = APIRouter(tags=["jobs"])
 
@@ -52,7 +52,7 @@ async def list_jobs(database: Db) -> dict[str, Any]:
 async def get_job(slug: str, database: Db) -> dict[str, Any]:
     async with database.read() as connection:
         job = await _job_or_404(connection, slug)
-        runs = await run_store.list_job_runs(
+        runs = await job_run_store.list_job_runs(
             connection, job_definition_id=job.id, limit=RECENT_RUNS
         )
     return {"data": {"job": job, "runs": runs}}
@@ -82,7 +82,7 @@ async def list_job_runs(
 ) -> dict[str, Any]:
     async with database.read() as connection:
         job = await _job_or_404(connection, slug)
-        runs = await run_store.list_job_runs(
+        runs = await job_run_store.list_job_runs(
             connection, job_definition_id=job.id, limit=limit, offset=offset
         )
     return {"data": runs}
@@ -112,14 +112,16 @@ async def list_all_job_runs(
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict[str, Any]:
     async with database.read() as connection:
-        runs = await run_store.list_job_runs(connection, status=status, limit=limit, offset=offset)
+        runs = await job_run_store.list_job_runs(
+            connection, status=status, limit=limit, offset=offset
+        )
     return {"data": runs}
 
 
 @router.get("/job-runs/{job_run_id}", response_model=Data[JobRun], responses=NOT_FOUND)
 async def get_job_run(job_run_id: str, database: Db) -> dict[str, Any]:
     async with database.read() as connection:
-        run = await run_store.get_job_run(connection, job_run_id)
+        run = await job_run_store.get_job_run(connection, job_run_id)
     if run is None:
         raise NotFoundError("job run not found")
     return {"data": run}

@@ -13,7 +13,7 @@ from apphub.domain.errors import NotFoundError
 from apphub.domain.runs import WorkflowRun, WorkflowRunStatus, WorkflowRunStep
 from apphub.engine.runs import cancel_workflow_run
 from apphub.security import Principal
-from apphub.store import runs as run_store
+from apphub.store import workflow_runs as run_store
 from apphub.store import workflows as workflow_store
 
 router = APIRouter(tags=["runs"])

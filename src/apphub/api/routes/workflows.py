@@ -19,7 +19,7 @@ from apphub.engine import registry
 from apphub.engine.frames import frame
 from apphub.engine.runs import start_workflow_run
 from apphub.security import Principal
-from apphub.store import runs as run_store
+from apphub.store import workflow_runs as run_store
 from apphub.store import workflows as workflow_store
 
 router = APIRouter(tags=["workflows"])

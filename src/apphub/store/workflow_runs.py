@@ -1,21 +1,19 @@
-"""Workflow runs, their steps, and job runs: records, claims, heartbeats, fencing."""
+"""Workflow runs and their steps: records, claims, fencing, cancel requests."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
-from apphub.domain.runs import ACTIVE_RUN_STATUSES, JobRun, WorkflowRun, WorkflowRunStep
-from apphub.store.rows import camel_row
+from apphub.domain.runs import ACTIVE_RUN_STATUSES, WorkflowRun, WorkflowRunStep
+from apphub.store.rows import camel_row, same_columns
 from apphub.store.tables import (
-    job_definitions,
-    job_runs,
     workflow_definitions,
     workflow_run_steps,
     workflow_runs,
@@ -28,9 +26,6 @@ class RunKeyTakenError(Exception):
 
 class LostClaimError(Exception):
     """Another worker took the run over (this one stopped heartbeating for too long)."""
-
-
-# --- workflow runs -------------------------------------------------------------------------
 
 
 def _run_query() -> Select[Any]:
@@ -210,22 +205,6 @@ async def request_cancel(connection: AsyncConnection, run_id: str, now: datetime
     return "requested" if flagged.rowcount == 1 else None
 
 
-async def heartbeat(connection: AsyncConnection, worker_id: str, now: datetime) -> list[str]:
-    """Prove this worker alive for all it holds; returns its runs that have a cancel request."""
-    await connection.execute(
-        update(job_runs)
-        .where(job_runs.c.claimed_by == worker_id, job_runs.c.status == "running")
-        .values(heartbeat_at=now)
-    )
-    rows = await connection.execute(
-        update(workflow_runs)
-        .where(workflow_runs.c.claimed_by == worker_id, workflow_runs.c.status == "running")
-        .values(heartbeat_at=now)
-        .returning(workflow_runs.c.id, workflow_runs.c.cancel_requested_at)
-    )
-    return [row.id for row in rows if row.cancel_requested_at is not None]
-
-
 async def workflow_runs_to_wake(
     connection: AsyncConnection, stale_before: datetime, limit: int
 ) -> list[str]:
@@ -245,16 +224,12 @@ async def workflow_runs_to_wake(
     return list(rows.scalars())
 
 
-# --- steps ---------------------------------------------------------------------------------
-
-
 async def insert_steps(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await connection.execute(insert(workflow_run_steps), list(rows))
 
 
 _UPDATE_STEP = update(workflow_run_steps).where(workflow_run_steps.c.id == bindparam("row_id"))
-_UPDATE_JOB_RUN = update(job_runs).where(job_runs.c.id == bindparam("job_run_id"))
 
 
 async def update_step(connection: AsyncConnection, row_id: str, values: dict[str, Any]) -> None:
@@ -266,16 +241,8 @@ async def update_steps(connection: AsyncConnection, changes: Sequence[dict[str, 
 
     One prepared statement and `executemany`: the orchestrator's hot path writes here.
     """
-    for batch in _same_columns(changes):
+    for batch in same_columns(changes):
         await connection.execute(_UPDATE_STEP, batch)
-
-
-def _same_columns(changes: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """`executemany` needs one set of columns per batch."""
-    batches: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for change in changes:
-        batches.setdefault(frozenset(change), []).append(change)
-    return list(batches.values())
 
 
 async def step_rows(connection: AsyncConnection, run_id: str) -> list[Any]:
@@ -302,130 +269,3 @@ async def list_steps(connection: AsyncConnection, run_id: str) -> list[WorkflowR
 
     rows = sorted(await step_rows(connection, run_id), key=key)
     return [WorkflowRunStep.model_validate(camel_row(row._mapping)) for row in rows]
-
-
-# --- job runs ------------------------------------------------------------------------------
-
-
-def _job_run_query() -> Select[Any]:
-    return select(job_runs, job_definitions.c.slug.label("job_slug")).join(
-        job_definitions, job_definitions.c.id == job_runs.c.job_definition_id
-    )
-
-
-async def insert_job_runs(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await connection.execute(insert(job_runs), list(rows))
-
-
-async def update_job_run(
-    connection: AsyncConnection, job_run_id: str, values: dict[str, Any]
-) -> None:
-    await update_job_runs(connection, [values | {"job_run_id": job_run_id}])
-
-
-async def update_job_runs(connection: AsyncConnection, changes: Sequence[dict[str, Any]]) -> None:
-    """Several job run rows in one call; each change names its row as `job_run_id`."""
-    for batch in _same_columns(changes):
-        await connection.execute(_UPDATE_JOB_RUN, batch)
-
-
-async def get_job_run(connection: AsyncConnection, job_run_id: str) -> JobRun | None:
-    row = (await connection.execute(_job_run_query().where(job_runs.c.id == job_run_id))).first()
-    return JobRun.model_validate(camel_row(row._mapping)) if row else None
-
-
-async def job_run_row(connection: AsyncConnection, job_run_id: str) -> Any:
-    return (await connection.execute(_job_run_query().where(job_runs.c.id == job_run_id))).first()
-
-
-async def list_job_runs(
-    connection: AsyncConnection,
-    *,
-    job_definition_id: str | None = None,
-    status: str | None = None,
-    limit: int,
-    offset: int = 0,
-) -> list[JobRun]:
-    query = _job_run_query()
-    if job_definition_id is not None:
-        query = query.where(job_runs.c.job_definition_id == job_definition_id)
-    if status is not None:
-        query = query.where(job_runs.c.status == status)
-    query = query.order_by(job_runs.c.created_at.desc(), job_runs.c.id.desc())
-    rows = await connection.execute(query.limit(limit).offset(offset))
-    return [JobRun.model_validate(camel_row(row._mapping)) for row in rows]
-
-
-async def claim_job_run(
-    connection: AsyncConnection,
-    job_run_id: str,
-    worker_id: str,
-    now: datetime,
-    stale_before: datetime,
-) -> bool:
-    """Take a standalone job run that is due, or whose holder died. Only one wins."""
-    result = await connection.execute(
-        update(job_runs)
-        .where(
-            job_runs.c.id == job_run_id,
-            job_runs.c.workflow_run_step_id.is_(None),
-            or_(
-                and_(
-                    job_runs.c.status == "pending",
-                    or_(job_runs.c.next_attempt_at.is_(None), job_runs.c.next_attempt_at <= now),
-                ),
-                and_(job_runs.c.status == "running", job_runs.c.heartbeat_at < stale_before),
-            ),
-        )
-        .values(claimed_by=worker_id, heartbeat_at=now, updated_at=now)
-    )
-    return result.rowcount == 1
-
-
-async def job_runs_to_wake(
-    connection: AsyncConnection, now: datetime, stale_before: datetime, limit: int
-) -> list[tuple[str, datetime | None]]:
-    """Standalone job runs that wait for a worker (with their due time) or were orphaned."""
-    rows = await connection.execute(
-        select(job_runs.c.id, job_runs.c.next_attempt_at)
-        .where(
-            job_runs.c.workflow_run_step_id.is_(None),
-            or_(
-                and_(job_runs.c.status == "pending", job_runs.c.claimed_by.is_(None)),
-                and_(job_runs.c.status == "running", job_runs.c.heartbeat_at < stale_before),
-            ),
-        )
-        .order_by(job_runs.c.created_at)
-        .limit(limit)
-    )
-    return [(row.id, row.next_attempt_at) for row in rows]
-
-
-LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-async def release_all_claims(connection: AsyncConnection) -> None:
-    """Drop every claim and make every heartbeat stale (embedded restart: the holders died)."""
-    for table in (workflow_runs, job_runs):
-        await connection.execute(
-            update(table)
-            .where(table.c.claimed_by.is_not(None))
-            .values(claimed_by=None, heartbeat_at=LONG_AGO)
-        )
-
-
-async def release_claims_of(connection: AsyncConnection, worker_id: str) -> list[str]:
-    """Let go of one worker's runs and job runs (it is shutting down); returns the run ids."""
-    await connection.execute(
-        update(job_runs)
-        .where(job_runs.c.claimed_by == worker_id)
-        .values(claimed_by=None, heartbeat_at=LONG_AGO)
-    )
-    rows = await connection.execute(
-        update(workflow_runs)
-        .where(workflow_runs.c.claimed_by == worker_id)
-        .values(claimed_by=None, heartbeat_at=LONG_AGO)
-        .returning(workflow_runs.c.id)
-    )
-    return list(rows.scalars())
