@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from apphub.store import workflow_runs
+from apphub.store.database import Database
 from tests.runs import (
     register_job,
     register_workflow,
@@ -368,3 +370,37 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+async def test_a_run_released_to_wait_is_only_woken_when_due(
+    api: httpx.AsyncClient, database: Database, tmp_path: Path
+) -> None:
+    """The reconciler leaves a run waiting for a long retry alone until the retry is due."""
+    await register_job(api, "flaky", "flaky")
+    policy = {"maxAttempts": 2, "strategy": "fixed", "initialDelayMs": 60_000}
+    steps = [
+        {
+            "id": "try",
+            "jobSlug": "flaky",
+            "parameters": {"marker": str(tmp_path / "m")},
+            "retryPolicy": policy,
+        }
+    ]
+    await register_workflow(api, "later", steps)
+    run = await start_run(api, "later")
+    step = await wait_for(
+        api, f"/workflow-runs/{run['id']}/steps", lambda s: s and s[0]["retryState"] == "scheduled"
+    )
+    due = datetime.fromisoformat(step[0]["nextAttemptAt"].replace("Z", "+00:00"))
+    await wait_for(api, f"/workflow-runs/{run['id']}", lambda r: r["status"] == "running")
+    long_ago = due - timedelta(days=1)
+
+    async def to_wake(now: datetime) -> list[str]:
+        async with database.read() as connection:  # one short transaction per look
+            return await workflow_runs.workflow_runs_to_wake(connection, now, long_ago, 10)
+
+    deadline = time.monotonic() + 5
+    while await to_wake(due - timedelta(seconds=30)):
+        assert time.monotonic() < deadline, "the waiting run was never released"
+        await _pause()
+    assert await to_wake(due + timedelta(seconds=1)) == [run["id"]]

@@ -122,9 +122,14 @@ class RunDriver:
             return
         await self._cancel()
 
-    async def _commit(self, now: datetime, *, release: bool = False) -> bool:
-        """Write the transition in one transaction; True when the run has a cancel request."""
-        change, values = self.state.take_change(release=release)
+    async def _commit(self, now: datetime, *, wake_at: datetime | None = None) -> bool:
+        """Write the transition in one transaction; True when the run has a cancel request.
+
+        With `wake_at`, the run is also released until then (the reconciler's due time).
+        """
+        change, values = self.state.take_change()
+        if wake_at is not None:
+            values |= {"claimed_by": None, "wake_at": wake_at}
         async with self.context.database.write() as connection:
             cancel_requested_at = await run_store.fence_workflow_run(
                 connection, self.run_id, self.context.worker_id, now, values
@@ -153,7 +158,7 @@ class RunDriver:
         return cancel_requested_at is not None and self.state.active
 
     async def _release(self, wake_at: datetime) -> None:
-        await self._commit(utc_now(), release=True)
+        await self._commit(utc_now(), wake_at=wake_at)
         delay = max(0.0, (wake_at - utc_now()).total_seconds())
         key = f"{self.run_id}:wake:{int(wake_at.timestamp() * 1000)}"
         await self.context.workflow_queue.enqueue(self.run_id, key=key, delay_s=delay)

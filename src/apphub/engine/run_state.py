@@ -270,13 +270,10 @@ class RunState:
 
     # --- handing over to the transaction ------------------------------------------------------
 
-    def take_change(self, *, release: bool = False) -> tuple[Transition, dict[str, Any]]:
+    def take_change(self) -> tuple[Transition, dict[str, Any]]:
         """The pending transition and the run fields to write with it; starts a new one."""
         change, self.change = self.change, Transition()
-        values = change.run_values | {"metrics": self.metrics()}
-        if release:
-            values["claimed_by"] = None
-        return change, values
+        return change, change.run_values | {"metrics": self.metrics()}
 
     def committed(self, values: Mapping[str, Any]) -> None:
         self.persisted |= values

@@ -122,7 +122,9 @@ class Worker:
         now = utc_now()
         stale_before = now - timedelta(seconds=self.stale_after_s)
         async with self.services.database.read() as connection:
-            runs = await run_store.workflow_runs_to_wake(connection, stale_before, RECONCILE_BATCH)
+            runs = await run_store.workflow_runs_to_wake(
+                connection, now, stale_before, RECONCILE_BATCH
+            )
             job_runs = await job_run_store.job_runs_to_wake(
                 connection, now, stale_before, RECONCILE_BATCH
             )

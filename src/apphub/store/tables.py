@@ -131,6 +131,7 @@ workflow_runs = Table(
     Column("claimed_by", String(64)),
     Column("heartbeat_at", UtcDateTime()),
     Column("cancel_requested_at", UtcDateTime()),
+    Column("wake_at", UtcDateTime()),
     Column("workflow_snapshot", Json),
     Index(None, "workflow_definition_id", "created_at"),
     Index(None, "status"),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
@@ -128,7 +128,7 @@ async def claim_workflow_run(
                 workflow_runs.c.heartbeat_at < stale_before,
             ),
         )
-        .values(claimed_by=worker_id, heartbeat_at=now)
+        .values(claimed_by=worker_id, heartbeat_at=now, wake_at=None)
     )
     return result.rowcount == 1
 
@@ -206,15 +206,19 @@ async def request_cancel(connection: AsyncConnection, run_id: str, now: datetime
 
 
 async def workflow_runs_to_wake(
-    connection: AsyncConnection, stale_before: datetime, limit: int
+    connection: AsyncConnection, now: datetime, stale_before: datetime, limit: int
 ) -> list[str]:
-    """Active runs nobody is driving: never picked up, released to wait, or orphaned."""
+    """Active runs nobody is driving that need attention now: never picked up, due to wake
+    from a wait, or orphaned by a worker that stopped heartbeating."""
     rows = await connection.execute(
         select(workflow_runs.c.id)
         .where(
             workflow_runs.c.status.in_(ACTIVE_RUN_STATUSES),
             or_(
-                workflow_runs.c.claimed_by.is_(None),
+                and_(
+                    workflow_runs.c.claimed_by.is_(None),
+                    or_(workflow_runs.c.wake_at.is_(None), workflow_runs.c.wake_at <= now),
+                ),
                 workflow_runs.c.heartbeat_at < stale_before,
             ),
         )

@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.add_column("workflow_runs", sa.Column("claimed_by", sa.String(64)))
     op.add_column("workflow_runs", sa.Column("heartbeat_at", UtcDateTime()))
     op.add_column("workflow_runs", sa.Column("cancel_requested_at", UtcDateTime()))
+    op.add_column("workflow_runs", sa.Column("wake_at", UtcDateTime()))
     op.add_column("workflow_runs", sa.Column("workflow_snapshot", Json))
     op.add_column("job_runs", sa.Column("claimed_by", sa.String(64)))
     op.add_column("job_runs", sa.Column("heartbeat_at", UtcDateTime()))
@@ -33,5 +34,11 @@ def downgrade() -> None:
         for column in ("workflow_run_step_id", "next_attempt_at", "heartbeat_at", "claimed_by"):
             batch.drop_column(column)
     with op.batch_alter_table("workflow_runs") as batch:
-        for column in ("workflow_snapshot", "cancel_requested_at", "heartbeat_at", "claimed_by"):
+        for column in (
+            "workflow_snapshot",
+            "wake_at",
+            "cancel_requested_at",
+            "heartbeat_at",
+            "claimed_by",
+        ):
             batch.drop_column(column)
