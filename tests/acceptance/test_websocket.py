@@ -76,3 +76,37 @@ async def test_live_run_frames_with_topics(server: Server) -> None:
         "job.run.succeeded",
     ]
     assert all(f["data"]["jobSlug"] == "noop" for f in job_frames)
+
+
+async def test_asset_produced_frames(server: Server) -> None:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as api:
+        job = {"slug": "produce", "name": "produce", "entryPoint": f"{FIXTURES}:produce"}
+        assert (await api.post("/jobs", json=job)).status_code == 201
+        workflow = {
+            "slug": "maker",
+            "name": "maker",
+            "steps": [
+                {"id": "make", "jobSlug": "produce", "produces": [{"assetId": "made.thing"}]}
+            ],
+        }
+        assert (await api.post("/workflows", json=workflow)).status_code == 201
+        ws_url = server.url.replace("http://", "ws://") + "/ws?topics=asset.*"
+        async with connect(ws_url) as socket:
+            assert json.loads(await socket.recv())["type"] == "connection.ack"
+            body = {"parameters": {"assets": [{"assetId": "made.thing", "payload": {"n": 1}}]}}
+            run = (await api.post("/workflows/maker/run", json=body)).json()["data"]
+            async with asyncio.timeout(20):
+                frame = json.loads(await socket.recv())
+    assert frame["type"] == "asset.produced"
+    event = frame["data"]
+    assert event["type"] == "asset.produced"
+    payload = event["payload"]
+    assert (payload["assetId"], payload["workflowSlug"], payload["workflowRunId"]) == (
+        "made.thing",
+        "maker",
+        run["id"],
+    )
+    assert payload["stepId"] == "make"
+    assert payload["producedAt"].endswith("Z")
+    assert event["metadata"]["__apphubWorkflow"]["workflowRunId"] == run["id"]

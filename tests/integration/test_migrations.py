@@ -16,14 +16,18 @@ from apphub.store.tables import metadata
 from tests.conftest import Backend, _admin
 
 EXPECTED_TABLES = {
+    "alembic_version",
+    "audit_logs",
     "job_definitions",
     "job_runs",
-    "workflow_definitions",
-    "workflow_runs",
-    "workflow_run_steps",
     "workflow_asset_declarations",
-    "audit_logs",
-    "alembic_version",
+    "workflow_asset_partition_parameters",
+    "workflow_asset_stale_partitions",
+    "workflow_definitions",
+    "workflow_run_asset_waits",
+    "workflow_run_step_assets",
+    "workflow_run_steps",
+    "workflow_runs",
 }
 
 
@@ -56,6 +60,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0002"
+        assert version == "0003"
     finally:
         await database.dispose()

@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 import apphub
 from apphub.api.errors import install_error_handlers
-from apphub.api.routes import admin, health, jobs, runs, workflows, ws
+from apphub.api.routes import admin, assets, health, jobs, runs, workflows, ws
 from apphub.api.state import AppState
 from apphub.engine import registry
 from apphub.engine.services import EngineServices
@@ -84,7 +84,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, jobs, workflows, runs, admin, ws):
+    for module in (health, jobs, workflows, runs, assets, admin, ws):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -19,7 +19,9 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancele
 BLOCKING: frozenset[str] = frozenset({"failed", "skipped", "canceled"})
 RunOutcome = Literal["succeeded", "failed"]
 
-NOT_RETRIED = frozenset({"invalid-parameters", "canceled", "unsupported-step"})
+NOT_RETRIED = frozenset(
+    {"invalid-parameters", "canceled", "unsupported-step", "invalid-asset", "missing-asset"}
+)
 """Failures that another attempt cannot fix."""
 
 

@@ -16,14 +16,22 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apphub.bus import Broadcaster
 from apphub.domain.base import utc_now
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, plan
+from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
+from apphub.engine.asset_waits import consumed, hold, load_facts
+from apphub.engine.frames import CONTROL_CHANNEL, frame
+from apphub.engine.records import Transition
 from apphub.engine.run_state import RunState
+from apphub.engine.runs import pending_run
 from apphub.engine.runtimes import JobOutcome, run_job
 from apphub.queue import JobQueue
+from apphub.store import assets as asset_store
 from apphub.store import job_runs as job_run_store
 from apphub.store import workflow_runs as run_store
 from apphub.store.database import Database
@@ -38,7 +46,9 @@ IN_PROCESS_WAIT_LIMIT_S = 1.0
 class DriverContext:
     database: Database
     workflow_queue: JobQueue
+    broadcaster: Broadcaster
     publish_frames: Callable[[Iterable[dict[str, Any]]], None]
+    publish_events: Callable[[Iterable[dict[str, Any]]], None]
     worker_id: str
 
 
@@ -59,6 +69,12 @@ class RunDriver:
         self.state = RunState(run, workflow, jobs, step_rows, context.worker_id)
         self.tasks: dict[asyncio.Task[JobOutcome], str] = {}
         self.cancel_requested = asyncio.Event()
+        self.poked = asyncio.Event()
+
+    def poke(self) -> None:
+        """An asset this run waits for was produced: re-check waiting steps now."""
+        self.state.recheck_waiting(utc_now())
+        self.poked.set()
 
     @property
     def run_id(self) -> str:
@@ -81,6 +97,13 @@ class RunDriver:
     async def _turn(self) -> None:
         now = utc_now()
         decision = plan(self.state.plan_steps, self.state.views(), now, self.state.max_parallel)
+        held = False
+        needs = consumed(self.state, decision)
+        if needs:
+            async with self.context.database.read() as connection:
+                facts = await load_facts(connection, self.state, needs)
+            checked = hold(self.state, decision, needs, facts, now)
+            held, decision = checked is not decision, checked
         launches = self.state.apply(decision, now)
         if decision.outcome is not None and not self.tasks and not launches:
             self.state.finish(decision.outcome, now)
@@ -92,16 +115,19 @@ class RunDriver:
             self.tasks[asyncio.create_task(run_job(invocation))] = step_id
         if self.tasks:
             await self._collect(decision.wake_at)
-        elif not _progressed(decision):
+        elif not held and not _progressed(decision):
             await self._wait_for(decision.wake_at, now)
 
     async def _collect(self, wake_at: datetime | None) -> None:
         """Wait for a step to end, the next retry to fall due, or a cancel."""
         timeout = None if wake_at is None else max(0.0, (wake_at - utc_now()).total_seconds())
         canceled: asyncio.Future[Any] = asyncio.ensure_future(self.cancel_requested.wait())
-        waiting: list[asyncio.Future[Any]] = [*self.tasks, canceled]
+        poked: asyncio.Future[Any] = asyncio.ensure_future(self.poked.wait())
+        waiting: list[asyncio.Future[Any]] = [*self.tasks, canceled, poked]
         await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         canceled.cancel()
+        poked.cancel()
+        self.poked.clear()
         if self.cancel_requested.is_set():
             await self._cancel()
         now = utc_now()
@@ -152,10 +178,57 @@ class RunDriver:
                     for job_run_id, changes in change.job_run_changes.items()
                 ],
             )
+            woken = await self._write_assets(connection, change, now)
+            started = await self._start_runs(connection, change)
         self.state.committed(values)
         if change.frames:
             self.context.publish_frames(change.frames)
+        if change.events:
+            self.context.publish_events(change.events)
+        await self._wake(woken, started)
         return cancel_requested_at is not None and self.state.active
+
+    async def _write_assets(
+        self, connection: AsyncConnection, change: Transition, now: datetime
+    ) -> list[str]:
+        """Productions, cleared stale marks, new waits; returns the runs the productions wake."""
+        await asset_store.record_productions(connection, change.producing_steps, change.productions)
+        await asset_store.add_waits(connection, change.waits)
+        if not change.productions:
+            return []
+        await asset_store.clear_stale_for(connection, change.productions)
+        produced = [(row["asset_key"], row["partition_key"]) for row in change.productions]
+        return await asset_store.wake_waiting(connection, produced, now)
+
+    async def _start_runs(
+        self, connection: AsyncConnection, change: Transition
+    ) -> list[WorkflowRun]:
+        """Runs of other workflows this transition asks for; one already active is kept."""
+        started = []
+        for values in change.new_runs:
+            row = {k: v for k, v in values.items() if k not in ("asset_key", "workflow_slug")}
+            try:
+                await run_store.insert_workflow_run(connection, row)
+            except run_store.RunKeyTakenError:
+                continue
+            started.append(pending_run(row, values["workflow_slug"]))
+        return started
+
+    async def _wake(self, woken: list[str], started: list[WorkflowRun]) -> None:
+        for run in started:
+            await self.context.workflow_queue.enqueue(run.id)
+        if started:
+            self.context.publish_frames(
+                [frame("workflow.run.pending", run.model_dump(mode="json")) for run in started]
+            )
+        for run_id in woken:
+            if run_id == self.run_id:
+                self.poke()
+                continue
+            await self.context.workflow_queue.enqueue(run_id)
+            await self.context.broadcaster.publish(
+                CONTROL_CHANNEL, {"type": "wake-run", "runId": run_id}
+            )
 
     async def _release(self, wake_at: datetime) -> None:
         await self._commit(utc_now(), wake_at=wake_at)

@@ -17,6 +17,7 @@ _STEP_COLUMNS = (
     "output",
     "error_message",
     "failure_reason",
+    "metrics",
     "retry_state",
     "next_attempt_at",
     "started_at",
@@ -37,6 +38,7 @@ class StepRecord:
     output: Any = None
     error_message: str | None = None
     failure_reason: str | None = None
+    metrics: dict[str, Any] | None = None
     parent_step_id: str | None = None
     fanout_index: int | None = None
     template_step_id: str | None = None
@@ -57,6 +59,7 @@ class StepRecord:
             output=row.output,
             error_message=row.error_message,
             failure_reason=row.failure_reason,
+            metrics=row.metrics,
             parent_step_id=row.parent_step_id,
             fanout_index=row.fanout_index,
             template_step_id=row.template_step_id,
@@ -94,6 +97,15 @@ class Transition:
     job_run_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_values: dict[str, Any] = field(default_factory=dict)
     frames: list[dict[str, Any]] = field(default_factory=list)
+    productions: list[dict[str, Any]] = field(default_factory=list)
+    """Asset versions to record; `producing_steps` are the step rows they replace."""
+    producing_steps: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Events (`asset.produced`) to publish once the transaction has committed."""
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    """Steps waiting for an asset that has never been produced."""
+    new_runs: list[dict[str, Any]] = field(default_factory=list)
+    """Runs of other workflows to start (a producer of a missing asset)."""
 
     def step_changed(self, record: StepRecord) -> None:
         if all(record is not new for new in self.new_steps):

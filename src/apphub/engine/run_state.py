@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from apphub.domain.capture import capture_assets
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, PlanStep, StepStatus, StepView, after_failure
 from apphub.domain.workflows import FanoutStep, WorkflowDefinition
+from apphub.engine.assets import RunIdentity, produced_event, production_row
 from apphub.engine.frames import frame
 from apphub.engine.launch import Launcher, StepSpec
 from apphub.engine.records import StepRecord, Transition, job_run_view
@@ -22,6 +24,7 @@ from apphub.engine.runtimes import JobInvocation, JobOutcome
 from apphub.store.rows import new_id
 
 DEFAULT_MAX_PARALLEL = 16
+WAITING_FOR_ASSET = "waiting-for-asset"
 ORPHANED = "the worker running this step stopped heartbeating"
 
 
@@ -42,9 +45,15 @@ class RunState:
         self.shared: dict[str, Any] = dict((run.context or {}).get("shared", {}))
         self.records = {row.step_id: StepRecord.from_row(row) for row in step_rows}
         self.launcher = Launcher(run, workflow, jobs, worker_id)
+        self.identity = RunIdentity(workflow.id, workflow.slug, run.id, run.run_key)
         self.plan_steps = _plan_steps(workflow)
         self.max_parallel = _max_parallel(workflow)
         self.change = Transition()
+
+    @property
+    def partition_key(self) -> str | None:
+        key: str | None = self.launcher.run.partition_key
+        return key
 
     @property
     def active(self) -> bool:
@@ -64,12 +73,19 @@ class RunState:
                 record = StepRecord(row_id=new_id(), step_id=step.id)
                 self.records[step.id] = record
                 self.change.new_steps.append(record)
+        self.recheck_waiting(now)
         for record in list(self.records.values()):
             if record.status == "running" and not self._is_fanout(record):
                 orphaned = JobOutcome(
                     status="failed", error_message=ORPHANED, failure_reason="heartbeat-timeout"
                 )
                 self.record(record.step_id, orphaned, now)
+
+    def recheck_waiting(self, now: datetime) -> None:
+        """Steps waiting for an asset are due for another look (the asset may exist now)."""
+        for record in self.records.values():
+            if record.retry_state == WAITING_FOR_ASSET and record.status == "pending":
+                record.next_attempt_at = now
 
     # --- applying a plan ----------------------------------------------------------------------
 
@@ -87,7 +103,7 @@ class RunState:
         return launches
 
     def _start(self, record: StepRecord, now: datetime) -> JobInvocation | None:
-        spec, extra_scope = self._spec_of(record)
+        spec, extra_scope = self.spec_of(record)
         self.change.run_values["current_step_id"] = record.step_id
         if isinstance(spec, FanoutStep):
             self._start_fanout(record, spec, now)
@@ -164,6 +180,8 @@ class RunState:
         if record.job_run_id is not None:
             self._close_job_run(record, outcome, now)
         if outcome.status == "succeeded":
+            outcome = self._capture(record, outcome, now)
+        if outcome.status == "succeeded":
             record.output = outcome.result
             record.error_message = record.failure_reason = None
             spec = self.launcher.specs[step_id] if record.parent_step_id is None else None
@@ -174,7 +192,7 @@ class RunState:
             return
         record.error_message = outcome.error_message
         record.failure_reason = outcome.failure_reason
-        spec, _ = self._spec_of(record)
+        spec, _ = self.spec_of(record)
         policy = self.launcher.retry_policy(spec)
         next_try = after_failure(
             policy, record.attempt, outcome.failure_reason, now, random.random()
@@ -186,6 +204,36 @@ class RunState:
             self.change.step_changed(record)
         else:
             self._settle(record, "failed", now)
+
+    def _capture(self, record: StepRecord, outcome: JobOutcome, now: datetime) -> JobOutcome:
+        """Record the assets the result declares; a bad one turns success into failure."""
+        spec, _ = self.spec_of(record)
+        produces = getattr(spec, "produces", [])
+        capture = capture_assets(produces, outcome.result, self.launcher.run.partition_key, now)
+        if capture.error is not None:
+            return JobOutcome(
+                status="failed",
+                result=outcome.result,
+                error_message=capture.error,
+                failure_reason="invalid-asset",
+            )
+        job_slug = getattr(spec, "job_slug", None)
+        for production in capture.productions:
+            self.change.productions.append(production_row(self.identity, record, production, now))
+            self.change.events.append(produced_event(self.identity, record, production, job_slug))
+        if produces:  # what an earlier attempt of this step recorded is replaced
+            self.change.producing_steps.append(record.row_id)
+        notes: dict[str, Any] = {}
+        if capture.productions:
+            notes["assets"] = [
+                {"assetId": p.asset_id, "partitionKey": p.partition_key}
+                for p in capture.productions
+            ]
+        if capture.undeclared:
+            notes["undeclaredAssets"] = capture.undeclared
+        if notes:
+            record.metrics = (record.metrics or {}) | notes
+        return outcome
 
     def _close_job_run(
         self, record: StepRecord, outcome: JobOutcome, now: datetime, status: str | None = None
@@ -292,7 +340,7 @@ class RunState:
         scope = self.launcher.base_scope() | {"steps": steps, "shared": self.shared}
         return scope | dict(extra or {})
 
-    def _spec_of(self, record: StepRecord) -> tuple[StepSpec, Mapping[str, Any] | None]:
+    def spec_of(self, record: StepRecord) -> tuple[StepSpec, Mapping[str, Any] | None]:
         if record.parent_step_id is None:
             spec: StepSpec = self.launcher.specs[record.step_id]
             return spec, None

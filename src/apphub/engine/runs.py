@@ -8,6 +8,7 @@ from apphub.domain.base import utc_now
 from apphub.domain.errors import ConflictError, NotFoundError
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.parameters import check_parameters, merge_parameters
+from apphub.domain.partitions import check_run_partition
 from apphub.domain.requests import JobRunRequest, WorkflowRunRequest
 from apphub.domain.runs import JobRun, WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
@@ -28,6 +29,7 @@ def workflow_run_values(
     """The row of a new pending run; parameters are checked against the workflow's schema."""
     parameters = merge_parameters(workflow.default_parameters, request.parameters)
     check_parameters(workflow.parameters_schema, parameters)
+    check_run_partition(workflow.steps, request.partition_key)
     now = utc_now()
     return {
         "id": run_id or new_id(),

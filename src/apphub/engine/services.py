@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from apphub.bus import Broadcaster, create_broadcaster
-from apphub.engine.frames import FramePublisher
+from apphub.engine.frames import FramePublisher, frame
 from apphub.queue import JobQueue, create_queue
 from apphub.settings import Settings
 from apphub.store.database import Database, open_database
@@ -37,6 +39,13 @@ class EngineServices:
             frames=FramePublisher(broadcaster),
             owns_database=database is None,
         )
+
+    def publish_events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Events the engine raises (`asset.produced`, ...), sent after their commit.
+
+        For now they go out as live frames; the persisted event bus takes them over next.
+        """
+        self.frames.publish([frame(event["type"], event) for event in events])
 
     async def close(self) -> None:
         await self.frames.close()

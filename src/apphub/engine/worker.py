@@ -45,7 +45,9 @@ class Worker:
         self._context = DriverContext(
             database=services.database,
             workflow_queue=services.workflow_queue,
+            broadcaster=services.broadcaster,
             publish_frames=services.frames.publish,
+            publish_events=services.publish_events,
             worker_id=self.worker_id,
         )
 
@@ -76,7 +78,7 @@ class Worker:
             group.create_task(
                 self._every(self.settings.reconcile_interval_ms / 1000, self.reconcile_once)
             )
-            group.create_task(self._listen_for_cancels())
+            group.create_task(self._listen_for_control())
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -157,11 +159,15 @@ class Worker:
         if driver is not None:
             driver.cancel_requested.set()
 
-    async def _listen_for_cancels(self) -> None:
+    async def _listen_for_control(self) -> None:
+        """Cancels, and wake-ups for runs this worker is driving (an awaited asset arrived)."""
         async with self.services.broadcaster.subscribe(CONTROL_CHANNEL) as messages:
             async for message in messages:
+                run_id = str(message.get("runId"))
                 if message.get("type") == "cancel-run":
-                    self.cancel(str(message.get("runId")))
+                    self.cancel(run_id)
+                elif message.get("type") == "wake-run" and run_id in self.drivers:
+                    self.drivers[run_id].poke()
 
     async def _every(self, seconds: float, step: object) -> None:
         assert callable(step)

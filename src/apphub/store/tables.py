@@ -218,3 +218,118 @@ audit_logs = Table(
     Column("status_code", Integer),
     Column("at", UtcDateTime(), nullable=False),
 )
+
+# --- assets (0003) -----------------------------------------------------------------------------
+# A missing partition is stored as '' (not NULL), so uniqueness and "latest per partition"
+# lookups behave the same on both databases.
+
+workflow_run_step_assets = Table(
+    "workflow_run_step_assets",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_definition_id", String(36), ForeignKey("workflow_definitions.id"), nullable=False
+    ),
+    Column(
+        "workflow_run_id",
+        String(36),
+        ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "workflow_run_step_id",
+        String(36),
+        ForeignKey("workflow_run_steps.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("step_id", String(300), nullable=False),
+    Column("asset_id", String(200), nullable=False),
+    Column("asset_key", String(200), nullable=False),
+    Column("partition_key", String(200), nullable=False),
+    Column("payload", Json),
+    Column("asset_schema", Json),
+    Column("freshness", Json),
+    Column("produced_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint(
+        "workflow_run_step_id", "asset_key", "partition_key", name="uq_step_assets_identity"
+    ),
+    Index(
+        "ix_step_assets_latest",
+        "workflow_definition_id",
+        "asset_key",
+        "partition_key",
+        "produced_at",
+    ),
+    Index("ix_step_assets_workflow_time", "workflow_definition_id", "asset_key", "produced_at"),
+    Index("ix_step_assets_asset_time", "asset_key", "partition_key", "produced_at"),
+)
+
+workflow_asset_stale_partitions = Table(
+    "workflow_asset_stale_partitions",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("asset_id", String(200), nullable=False),
+    Column("asset_key", String(200), nullable=False),
+    Column("partition_key", String(200), nullable=False),
+    Column("note", Text),
+    Column("requested_by", String(200)),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    UniqueConstraint(
+        "workflow_definition_id", "asset_key", "partition_key", name="uq_stale_partitions_identity"
+    ),
+)
+
+workflow_asset_partition_parameters = Table(
+    "workflow_asset_partition_parameters",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("asset_id", String(200), nullable=False),
+    Column("asset_key", String(200), nullable=False),
+    Column("partition_key", String(200), nullable=False),
+    Column("parameters", Json, nullable=False),
+    *_timestamps(),
+    UniqueConstraint(
+        "workflow_definition_id",
+        "asset_key",
+        "partition_key",
+        name="uq_partition_parameters_identity",
+    ),
+)
+
+workflow_run_asset_waits = Table(
+    "workflow_run_asset_waits",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "workflow_run_id",
+        String(36),
+        ForeignKey("workflow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "workflow_run_step_id",
+        String(36),
+        ForeignKey("workflow_run_steps.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("asset_key", String(200), nullable=False),
+    Column("partition_key", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint(
+        "workflow_run_step_id", "asset_key", "partition_key", name="uq_asset_waits_identity"
+    ),
+    Index("ix_asset_waits_asset", "asset_key", "partition_key"),
+)

@@ -53,6 +53,17 @@ async def get_workflow(connection: AsyncConnection, slug: str) -> WorkflowDefini
     return _definition(row) if row else None
 
 
+async def get_workflow_by_id(
+    connection: AsyncConnection, workflow_id: str
+) -> WorkflowDefinition | None:
+    row = (
+        await connection.execute(
+            select(workflow_definitions).where(workflow_definitions.c.id == workflow_id)
+        )
+    ).first()
+    return _definition(row) if row else None
+
+
 async def list_workflows(connection: AsyncConnection) -> list[WorkflowDefinition]:
     rows = await connection.execute(
         select(workflow_definitions).order_by(workflow_definitions.c.slug)

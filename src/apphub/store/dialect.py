@@ -1,0 +1,39 @@
+"""The few statements whose SQL differs between SQLite and PostgreSQL: upserts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def _insert(connection: AsyncConnection, table: Table) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+async def upsert(
+    connection: AsyncConnection,
+    table: Table,
+    values: dict[str, Any],
+    conflict: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """Insert, or update the `update` columns of the row that has the same `conflict` key."""
+    statement = _insert(connection, table).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(conflict),
+        set_={column: statement.excluded[column] for column in update},
+    )
+    await connection.execute(statement)
+
+
+async def insert_missing(
+    connection: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert rows, skipping any whose unique key already exists."""
+    if rows:
+        await connection.execute(_insert(connection, table).on_conflict_do_nothing(), list(rows))
