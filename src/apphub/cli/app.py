@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from apphub.cli import definitions, runs
+from apphub.cli import assets, definitions, runs
 from apphub.cli.client import CliError
 from apphub.sdk import Definitions
 from apphub.settings import Settings
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(definitions.jobs, name="jobs")
 app.add_typer(definitions.workflows, name="workflows")
 app.add_typer(runs.runs, name="runs")
+app.add_typer(assets.assets, name="assets")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
