@@ -80,6 +80,23 @@ class JobContext:
     logger: logging.Logger = field(default_factory=_default_logger)
     workflow_event_context: dict[str, Any] | None = None
 
+    def publish_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Publish an event from a synchronous handler; the step's context is attached."""
+        from apphub.bus.publisher import publish_event
+
+        return publish_event(event).model_dump(mode="json")
+
+    async def publish_event_async(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Publish an event from an async handler; the step's context is attached."""
+        from apphub.bus.publisher import create_event_publisher
+
+        publisher = create_event_publisher()
+        try:
+            envelope = await publisher.publish(event)
+        finally:
+            await publisher.close()
+        return envelope.model_dump(mode="json")
+
 
 @dataclass
 class JobResult:

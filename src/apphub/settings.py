@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apphub.domain.ratelimits import RateLimit, parse_rate_limits
 from apphub.security import ALL_SCOPES, SCOPES, OperatorToken, Principal
 
 INLINE = "inline"
@@ -35,6 +36,10 @@ class Settings:
     run_concurrency: int = 50
     job_concurrency: int = 10
     reconcile_interval_ms: int = 15_000
+    event_rate_limits: tuple[RateLimit, ...] = ()
+    event_queue_name: str = "apphub_event_ingress_queue"
+    event_ingress_concurrency: int = 5
+    event_retention_days: int = 30
 
     @property
     def token_file(self) -> Path:
@@ -112,6 +117,17 @@ def _port(raw: str | None) -> int:
     if not 1 <= port <= 65535:
         raise SettingsError(f"APPHUB_PORT must be an integer from 1 to 65535, got {raw!r}")
     return port
+
+
+def _rate_limits(raw: str | None) -> tuple[RateLimit, ...]:
+    try:
+        return parse_rate_limits(raw)
+    except ValueError as error:
+        raise SettingsError(
+            f"EVENT_SOURCE_RATE_LIMITS{error}"
+            if str(error).startswith("[")
+            else f"EVENT_SOURCE_RATE_LIMITS {error}"
+        ) from None
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:

@@ -11,19 +11,22 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
 
 from apphub.store.database import Database, open_database
-from apphub.store.migrate import migrate
+from apphub.store.migrate import include_object_for, migrate
 from apphub.store.tables import metadata
 from tests.conftest import Backend, _admin
 
 EXPECTED_TABLES = {
     "alembic_version",
     "audit_logs",
+    "event_saved_views",
     "job_definitions",
     "job_runs",
+    "metric_counters",
     "workflow_asset_declarations",
     "workflow_asset_partition_parameters",
     "workflow_asset_stale_partitions",
     "workflow_definitions",
+    "workflow_events",
     "workflow_run_asset_waits",
     "workflow_run_step_assets",
     "workflow_run_steps",
@@ -32,7 +35,10 @@ EXPECTED_TABLES = {
 
 
 def _differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    include = include_object_for(connection.dialect.name)
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": include}
+    )
     return list(compare_metadata(context, metadata))
 
 
@@ -60,6 +66,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0003"
+        assert version == "0005"
     finally:
         await database.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,8 +14,9 @@ from fastapi.openapi.utils import get_openapi
 
 import apphub
 from apphub.api.errors import install_error_handlers
-from apphub.api.routes import admin, assets, health, jobs, runs, workflows, ws
+from apphub.api.routes import admin, assets, events, health, jobs, runs, workflows, ws
 from apphub.api.state import AppState
+from apphub.automation.ingress_worker import IngressWorker
 from apphub.engine import registry
 from apphub.engine.services import EngineServices
 from apphub.engine.worker import Worker
@@ -62,7 +63,10 @@ def create_app(
             app.state.apphub = AppState(settings, services, token_registry(settings))
             if workers:
                 worker = Worker(services, embedded=_embedded(settings, services))
-                worker_task = asyncio.create_task(worker.run(), name="apphub-worker")
+                ingress = IngressWorker(settings, services.database, services.ingress)
+                worker_task = asyncio.create_task(
+                    _run_all(worker.run(), ingress.run()), name="apphub-workers"
+                )
             log.info(
                 "apphub ready",
                 database=services.database.dialect,
@@ -84,10 +88,16 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, jobs, workflows, runs, assets, admin, ws):
+    for module in (health, jobs, workflows, runs, assets, events, admin, ws):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _run_all(*loops: Coroutine[Any, Any, None]) -> None:
+    async with asyncio.TaskGroup() as group:
+        for loop in loops:
+            group.create_task(loop)
 
 
 async def register_definitions(database: Database, definitions: Definitions) -> None:

@@ -13,12 +13,16 @@ from apphub.bus.broadcast import (
     Subscription,
 )
 from apphub.bus.factory import create_broadcaster
+from apphub.bus.publisher import EventPublisher, create_event_publisher, publish_event
 
 __all__ = [
     "BUFFER_SIZE",
     "Broadcaster",
+    "EventPublisher",
     "LocalBroadcaster",
     "Message",
     "Subscription",
     "create_broadcaster",
+    "create_event_publisher",
+    "publish_event",
 ]

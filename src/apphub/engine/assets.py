@@ -8,6 +8,7 @@ from typing import Any
 
 from apphub.domain.base import iso_ms
 from apphub.domain.capture import Production
+from apphub.domain.events import EventEnvelope
 from apphub.engine.records import StepRecord
 from apphub.store.assets import stored_partition
 from apphub.store.rows import new_id
@@ -45,7 +46,7 @@ def production_row(
 
 def produced_event(
     run: RunIdentity, record: StepRecord, production: Production, job_slug: str | None
-) -> dict[str, Any]:
+) -> EventEnvelope:
     """The `asset.produced` envelope (CONTRACT "Assets" payload, workflow context metadata)."""
     produced_at = iso_ms(production.produced_at)
     context = {
@@ -57,25 +58,27 @@ def produced_event(
     }
     if run.run_key:
         context["workflowRunKey"] = run.run_key
-    return {
-        "id": new_id(),
-        "type": "asset.produced",
-        "source": EVENT_SOURCE,
-        "occurredAt": produced_at,
-        "correlationId": run.run_id,
-        "payload": {
-            "assetId": production.asset_id,
-            "workflowDefinitionId": run.workflow_definition_id,
-            "workflowSlug": run.workflow_slug,
-            "workflowRunId": run.run_id,
-            "workflowRunStepId": record.row_id,
-            "stepId": record.step_id,
-            "producedAt": produced_at,
-            "partitionKey": production.partition_key,
-            "freshness": _json(production.declaration.freshness),
-        },
-        "metadata": {"__apphubWorkflow": context},
-    }
+    return EventEnvelope.model_validate(
+        {
+            "id": new_id(),
+            "type": "asset.produced",
+            "source": EVENT_SOURCE,
+            "occurredAt": produced_at,
+            "correlationId": run.run_id,
+            "payload": {
+                "assetId": production.asset_id,
+                "workflowDefinitionId": run.workflow_definition_id,
+                "workflowSlug": run.workflow_slug,
+                "workflowRunId": run.run_id,
+                "workflowRunStepId": record.row_id,
+                "stepId": record.step_id,
+                "producedAt": produced_at,
+                "partitionKey": production.partition_key,
+                "freshness": _json(production.declaration.freshness),
+            },
+            "metadata": {"__apphubWorkflow": context},
+        }
+    )
 
 
 def _json(model: Any) -> Any:

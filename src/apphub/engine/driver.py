@@ -10,7 +10,7 @@ leave a delayed wake-up on the queue, so no worker sits on a waiting run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,20 +18,22 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apphub.automation.ingress import event_row
 from apphub.bus import Broadcaster
+from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, plan
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.engine.asset_waits import consumed, hold, load_facts
-from apphub.engine.frames import CONTROL_CHANNEL, frame
 from apphub.engine.records import Transition
 from apphub.engine.run_state import RunState
 from apphub.engine.runs import pending_run
 from apphub.engine.runtimes import JobOutcome, run_job
 from apphub.queue import JobQueue
 from apphub.store import assets as asset_store
+from apphub.store import events as event_store
 from apphub.store import job_runs as job_run_store
 from apphub.store import workflow_runs as run_store
 from apphub.store.database import Database
@@ -48,7 +50,7 @@ class DriverContext:
     workflow_queue: JobQueue
     broadcaster: Broadcaster
     publish_frames: Callable[[Iterable[dict[str, Any]]], None]
-    publish_events: Callable[[Iterable[dict[str, Any]]], None]
+    process_events: Callable[[Sequence[Any]], None]
     worker_id: str
 
 
@@ -180,11 +182,13 @@ class RunDriver:
             )
             woken = await self._write_assets(connection, change, now)
             started = await self._start_runs(connection, change)
+            events = await event_store.insert_events(
+                connection, [event_row(event, now) for event in change.events]
+            )
         self.state.committed(values)
         if change.frames:
             self.context.publish_frames(change.frames)
-        if change.events:
-            self.context.publish_events(change.events)
+        self.context.process_events(events)
         await self._wake(woken, started)
         return cancel_requested_at is not None and self.state.active
 

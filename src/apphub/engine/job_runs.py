@@ -6,9 +6,9 @@ import random
 from datetime import timedelta
 from typing import Any
 
+from apphub.bus.frames import frame
 from apphub.domain.base import utc_now
 from apphub.domain.planning import after_failure
-from apphub.engine.frames import frame
 from apphub.engine.records import job_run_view
 from apphub.engine.runtimes import JobInvocation, JobOutcome, run_job
 from apphub.engine.services import EngineServices

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from apphub.domain.events import EventEnvelope
 from apphub.domain.planning import StepStatus, StepView
 from apphub.domain.runs import JobRun
 
@@ -100,8 +101,8 @@ class Transition:
     productions: list[dict[str, Any]] = field(default_factory=list)
     """Asset versions to record; `producing_steps` are the step rows they replace."""
     producing_steps: list[str] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    """Events (`asset.produced`) to publish once the transaction has committed."""
+    events: list[EventEnvelope] = field(default_factory=list)
+    """Events (`asset.produced`) stored in the same transaction, processed after it."""
     waits: list[dict[str, Any]] = field(default_factory=list)
     """Steps waiting for an asset that has never been produced."""
     new_runs: list[dict[str, Any]] = field(default_factory=list)

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from apphub.bus.frames import frame
 from apphub.domain.capture import capture_assets
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, PlanStep, StepStatus, StepView, after_failure
 from apphub.domain.workflows import FanoutStep, WorkflowDefinition
 from apphub.engine.assets import RunIdentity, produced_event, production_row
-from apphub.engine.frames import frame
 from apphub.engine.launch import Launcher, StepSpec
 from apphub.engine.records import StepRecord, Transition, job_run_view
 from apphub.engine.runtimes import JobInvocation, JobOutcome

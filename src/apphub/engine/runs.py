@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.errors import ConflictError, NotFoundError
 from apphub.domain.jobs import JobDefinition
@@ -12,7 +13,6 @@ from apphub.domain.partitions import check_run_partition
 from apphub.domain.requests import JobRunRequest, WorkflowRunRequest
 from apphub.domain.runs import JobRun, WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
-from apphub.engine.frames import CONTROL_CHANNEL, frame
 from apphub.engine.services import EngineServices
 from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from apphub.automation.ingress import EventIngress
 from apphub.bus import Broadcaster, create_broadcaster
-from apphub.engine.frames import FramePublisher, frame
+from apphub.bus.frames import FramePublisher
+from apphub.bus.publisher import register_local_ingest, unregister_local_ingest
+from apphub.domain.ratelimits import RateLimiter
 from apphub.queue import JobQueue, create_queue
 from apphub.settings import Settings
 from apphub.store.database import Database, open_database
@@ -24,30 +25,34 @@ class EngineServices:
     job_queue: JobQueue
     broadcaster: Broadcaster
     frames: FramePublisher
+    ingress: EventIngress
     owns_database: bool = True
 
     @classmethod
     def open(cls, settings: Settings, database: Database | None = None) -> EngineServices:
-        """Build from settings; a `database` passed in stays open when these close."""
+        """Build from settings (inside the event loop); a `database` passed in stays open.
+
+        The event ingress is registered for inline publishers in this process.
+        """
         broadcaster = create_broadcaster(settings.redis_url)
+        frames = FramePublisher(broadcaster)
+        db = database or open_database(settings.database_url)
+        ingress = EventIngress(db, frames, RateLimiter(settings.event_rate_limits))
+        register_local_ingest(ingress.ingest)
         return cls(
             settings=settings,
-            database=database or open_database(settings.database_url),
+            database=db,
             workflow_queue=create_queue(WORKFLOW_QUEUE, settings.redis_url),
             job_queue=create_queue(JOB_QUEUE, settings.redis_url),
             broadcaster=broadcaster,
-            frames=FramePublisher(broadcaster),
+            frames=frames,
+            ingress=ingress,
             owns_database=database is None,
         )
 
-    def publish_events(self, events: Iterable[dict[str, Any]]) -> None:
-        """Events the engine raises (`asset.produced`, ...), sent after their commit.
-
-        For now they go out as live frames; the persisted event bus takes them over next.
-        """
-        self.frames.publish([frame(event["type"], event) for event in events])
-
     async def close(self) -> None:
+        unregister_local_ingest()
+        await self.ingress.close()
         await self.frames.close()
         await self.workflow_queue.close()
         await self.job_queue.close()

@@ -13,10 +13,10 @@ from datetime import timedelta
 
 import structlog
 
+from apphub.bus.frames import CONTROL_CHANNEL
 from apphub.domain.base import utc_now
 from apphub.domain.workflows import WorkflowDefinition, job_slugs
 from apphub.engine.driver import DriverContext, RunDriver
-from apphub.engine.frames import CONTROL_CHANNEL
 from apphub.engine.job_runs import handle_job_run
 from apphub.engine.services import EngineServices
 from apphub.store import claims as claim_store
@@ -47,7 +47,7 @@ class Worker:
             workflow_queue=services.workflow_queue,
             broadcaster=services.broadcaster,
             publish_frames=services.frames.publish,
-            publish_events=services.publish_events,
+            process_events=services.ingress.process_soon,
             worker_id=self.worker_id,
         )
 

@@ -37,3 +37,17 @@ async def insert_missing(
     """Insert rows, skipping any whose unique key already exists."""
     if rows:
         await connection.execute(_insert(connection, table).on_conflict_do_nothing(), list(rows))
+
+
+async def insert_new_returning(
+    connection: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    returning: Sequence[Any],
+) -> list[Any]:
+    """Insert rows whose unique key is new; returns the inserted ones (replays come back empty)."""
+    if not rows:
+        return []
+    statement = _insert(connection, table).on_conflict_do_nothing().returning(*returning)
+    result = await connection.execute(statement, list(rows))
+    return list(result)

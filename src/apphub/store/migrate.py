@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
@@ -10,6 +13,17 @@ from sqlalchemy.engine import Connection
 from apphub.store.database import Database
 
 _MIGRATION_LOCK_KEY = 0x61707068756201  # "apphub\x01": one advisory lock id for migrations
+
+
+def include_object_for(dialect_name: str) -> Callable[..., bool]:
+    """Alembic comparison filter: leave out what only another dialect creates (a GIN index)."""
+
+    def include(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        dialect = getattr(condition, "dialect", None)
+        return not (kind == "index" and dialect is not None and dialect != dialect_name)
+
+    return include
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

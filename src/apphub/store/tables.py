@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -333,3 +336,60 @@ workflow_run_asset_waits = Table(
     ),
     Index("ix_asset_waits_asset", "asset_key", "partition_key"),
 )
+
+# --- events (0004) -----------------------------------------------------------------------------
+
+workflow_events = Table(
+    "workflow_events",
+    metadata,
+    Column("seq", AutoId, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("type", String(256), nullable=False),
+    Column("source", String(256), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("correlation_id", String(256)),
+    Column("ttl_ms", BigInteger),
+    Column("metadata", Json),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("available_at", UtcDateTime()),
+    Index("ix_workflow_events_time", "occurred_at", "id"),
+    Index("ix_workflow_events_type", "type", "occurred_at"),
+    Index("ix_workflow_events_source", "source", "occurred_at"),
+    Index("ix_workflow_events_correlation", "correlation_id"),
+    Index("ix_workflow_events_status", "status", "available_at"),
+    Index("ix_workflow_events_received", "received_at"),
+)
+Index("ix_workflow_events_payload", workflow_events.c.payload, postgresql_using="gin").ddl_if(
+    dialect="postgresql"
+)
+
+# --- saved event views and cluster-wide metric counters (0005) --------------------------------
+
+event_saved_views = Table(
+    "event_saved_views",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("owner_subject", String(200), nullable=False),
+    Column("filters", Json, nullable=False),
+    Column("shared", Boolean, nullable=False),
+    Column("apply_count", Integer, nullable=False),
+    Column("last_applied_at", UtcDateTime()),
+    *_timestamps(),
+    Index(None, "owner_subject"),
+)
+
+metric_counters = Table(
+    "metric_counters",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("labels", String(500), primary_key=True),
+    Column("value", Float(precision=53), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+"""Counters shared by every process (Prometheus totals stay right with many processes)."""

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apphub.api.auth import require
 from apphub.api.schemas import BAD_INPUT, CONFLICT, GUARDED, NOT_FOUND, Data
 from apphub.api.state import Db, Services
+from apphub.bus.frames import frame
 from apphub.domain.errors import NotFoundError
 from apphub.domain.requests import WorkflowRunRequest
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition, WorkflowPatch, WorkflowSpec
 from apphub.engine import registry
-from apphub.engine.frames import frame
 from apphub.engine.runs import start_workflow_run
 from apphub.security import Principal
 from apphub.store import workflow_runs as run_store

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from apphub.bus import Broadcaster
+from apphub.bus.broadcast import Broadcaster
 from apphub.domain.base import iso_ms, utc_now
 
 log = structlog.get_logger(__name__)

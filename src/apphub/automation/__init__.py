@@ -1,0 +1,1 @@
+"""Automation: event ingress, triggers, the scheduler, the asset materializer."""
