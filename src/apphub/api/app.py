@@ -14,7 +14,18 @@ from fastapi.openapi.utils import get_openapi
 
 import apphub
 from apphub.api.errors import install_error_handlers
-from apphub.api.routes import admin, assets, events, health, jobs, runs, workflows, ws
+from apphub.api.routes import (
+    admin,
+    assets,
+    events,
+    health,
+    jobs,
+    observability,
+    runs,
+    saved_views,
+    workflows,
+    ws,
+)
 from apphub.api.state import AppState
 from apphub.automation.ingress_worker import IngressWorker
 from apphub.engine import registry
@@ -27,6 +38,24 @@ from apphub.store.database import Database
 from apphub.store.migrate import migrate
 
 log = structlog.get_logger(__name__)
+
+
+def child_publisher_env(settings: Settings, public_url: str) -> dict[str, str]:
+    """Children of an embedded server publish events back to it over HTTP (proxy mode)."""
+    env = {"APPHUB_EVENT_PROXY_URL": public_url}
+    token = publisher_token(settings)
+    if token:
+        env["APPHUB_TOKEN"] = token
+    return env
+
+
+def publisher_token(settings: Settings) -> str | None:
+    if settings.auth_disabled:
+        return None
+    if settings.operator_tokens is not None:
+        allowed = [t for t in settings.operator_tokens if t.principal.allows("events:publish")]
+        return allowed[0].token if allowed else None
+    return ensure_token_file(settings.token_file)
 
 
 def token_registry(settings: Settings) -> TokenRegistry | None:
@@ -45,11 +74,13 @@ def create_app(
     database: Database | None = None,
     workers: bool = False,
     definitions: Definitions | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The app; `workers=True` also runs the orchestrator in this process (embedded mode).
 
-    `definitions` (from `--defs`) are registered at start. A `database` passed in is used
-    as-is and left open (tests share one).
+    `definitions` (from `--defs`) are registered at start. `public_url` is where this server
+    listens, so job child processes can publish events back to it. A `database` passed in is
+    used as-is and left open (tests share one).
     """
 
     @asynccontextmanager
@@ -61,6 +92,8 @@ def create_app(
             if definitions is not None:
                 await register_definitions(services.database, definitions)
             app.state.apphub = AppState(settings, services, token_registry(settings))
+            if public_url and settings.inline:
+                services.child_env = child_publisher_env(settings, public_url)
             if workers:
                 worker = Worker(services, embedded=_embedded(settings, services))
                 ingress = IngressWorker(settings, services.database, services.ingress)
@@ -88,7 +121,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, jobs, workflows, runs, assets, events, admin, ws):
+    routers = (health, jobs, workflows, runs, assets, events, saved_views, observability, admin, ws)
+    for module in routers:
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from apphub.cli import assets, definitions, runs
+from apphub.cli import assets, definitions, events, runs
 from apphub.cli.client import CliError
 from apphub.sdk import Definitions
 from apphub.settings import Settings
@@ -24,6 +24,7 @@ app.add_typer(definitions.jobs, name="jobs")
 app.add_typer(definitions.workflows, name="workflows")
 app.add_typer(runs.runs, name="runs")
 app.add_typer(assets.assets, name="assets")
+app.add_typer(events.events, name="events")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
@@ -60,12 +61,22 @@ def serve(
     console.print(f"apphub listening on http://{listen_host}:{listen_port}  (docs: /docs)")
     definitions = _load_definitions(defs or [])
     uvicorn.run(
-        create_app(settings, workers=not no_workers, definitions=definitions),
+        create_app(
+            settings,
+            workers=not no_workers,
+            definitions=definitions,
+            public_url=f"http://{_reachable(listen_host)}:{listen_port}",
+        ),
         host=listen_host,
         port=listen_port,
         log_level=settings.log_level,
         access_log=False,
     )
+
+
+def _reachable(host: str) -> str:
+    """A listen-on-everything address is reached through loopback by local children."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 
 
 def _load_definitions(targets: list[str]) -> Definitions | None:

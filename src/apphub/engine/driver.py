@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ class DriverContext:
     publish_frames: Callable[[Iterable[dict[str, Any]]], None]
     process_events: Callable[[Sequence[Any]], None]
     worker_id: str
+    child_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -68,7 +69,7 @@ class RunDriver:
         step_rows: list[Any],
     ) -> None:
         self.context = context
-        self.state = RunState(run, workflow, jobs, step_rows, context.worker_id)
+        self.state = RunState(run, workflow, jobs, step_rows, context.worker_id, context.child_env)
         self.tasks: dict[asyncio.Task[JobOutcome], str] = {}
         self.cancel_requested = asyncio.Event()
         self.poked = asyncio.Event()

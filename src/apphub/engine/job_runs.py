@@ -51,6 +51,7 @@ async def handle_job_run(
                 parameters=row.parameters,
                 run_id=job_run_id,
                 timeout_s=row.timeout_ms / 1000 if row.timeout_ms else None,
+                env=services.child_env or None,
             )
         )
     await _record(services, values, outcome, job.retry_policy if job else None)

@@ -49,8 +49,10 @@ class Launcher:
         workflow: WorkflowDefinition,
         jobs: Mapping[str, JobDefinition],
         worker_id: str,
+        child_env: Mapping[str, str] | None = None,
     ) -> None:
         self.run = run
+        self.child_env = dict(child_env or {})
         self.workflow = workflow
         self.jobs = jobs
         self.worker_id = worker_id
@@ -138,6 +140,7 @@ class Launcher:
             run_id=job_run_id,
             timeout_s=timeout_ms / 1000 if timeout_ms else None,
             workflow_event_context=context,
+            env=self.child_env or None,
         )
         return Started(invocation=invocation, job_run=row, job_slug=job.slug)
 

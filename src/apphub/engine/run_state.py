@@ -36,6 +36,7 @@ class RunState:
         jobs: Mapping[str, JobDefinition],
         step_rows: list[Any],
         worker_id: str,
+        child_env: Mapping[str, str] | None = None,
     ) -> None:
         self.run_id: str = run.id
         self.workflow = workflow
@@ -44,7 +45,7 @@ class RunState:
         self.persisted: dict[str, Any] = {"status": run.status, "started_at": run.started_at}
         self.shared: dict[str, Any] = dict((run.context or {}).get("shared", {}))
         self.records = {row.step_id: StepRecord.from_row(row) for row in step_rows}
-        self.launcher = Launcher(run, workflow, jobs, worker_id)
+        self.launcher = Launcher(run, workflow, jobs, worker_id, child_env)
         self.identity = RunIdentity(workflow.id, workflow.slug, run.id, run.run_key)
         self.plan_steps = _plan_steps(workflow)
         self.max_parallel = _max_parallel(workflow)

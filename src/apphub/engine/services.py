@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from apphub.automation.ingress import EventIngress
 from apphub.bus import Broadcaster, create_broadcaster
@@ -27,6 +27,8 @@ class EngineServices:
     frames: FramePublisher
     ingress: EventIngress
     owns_database: bool = True
+    child_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for job child processes (how they publish events back)."""
 
     @classmethod
     def open(cls, settings: Settings, database: Database | None = None) -> EngineServices:

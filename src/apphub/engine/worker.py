@@ -49,6 +49,7 @@ class Worker:
             publish_frames=services.frames.publish,
             process_events=services.ingress.process_soon,
             worker_id=self.worker_id,
+            child_env=services.child_env,
         )
 
     async def run(self) -> None:
