@@ -20,11 +20,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from apphub.bus.frames import FRAMES_CHANNEL
 from apphub.domain.jobs import JobSpec
 from apphub.domain.requests import WorkflowRunRequest
 from apphub.domain.workflows import WorkflowSpec
 from apphub.engine import registry
-from apphub.bus.frames import FRAMES_CHANNEL
 from apphub.engine.runs import start_workflow_run
 from apphub.engine.services import EngineServices
 from apphub.engine.worker import Worker

@@ -25,11 +25,41 @@ log = structlog.get_logger(__name__)
 PRUNE_INTERVAL_S = 3600.0
 
 
+class _Batcher:
+    """Messages handled at the same time share one transaction; each waits for its commit."""
+
+    def __init__(self, ingress: EventIngress) -> None:
+        self._ingress = ingress
+        self._pending: list[tuple[EventEnvelope, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def submit(self, envelope: EventEnvelope) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((envelope, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let every handler that is ready add its event first
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._ingress.ingest([envelope for envelope, _ in batch])
+            except Exception as error:
+                for _, done in batch:
+                    done.set_exception(error)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+
 class IngressWorker:
     def __init__(self, settings: Settings, database: Database, ingress: EventIngress) -> None:
         self.settings = settings
         self.database = database
         self.ingress = ingress
+        self._batcher = _Batcher(ingress)
 
     async def run(self) -> None:
         await self.repair_once()
@@ -47,7 +77,7 @@ class IngressWorker:
         except (ValueError, KeyError, TypeError, ValidationError) as error:
             log.warning("event refused", error=str(error)[:500])
             return
-        await self.ingress.ingest([envelope])
+        await self._batcher.submit(envelope)
 
     async def repair_once(self) -> int:
         deferred = await self.ingress.process_due_deferred()

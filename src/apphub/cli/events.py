@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import Callable
@@ -58,10 +59,8 @@ def ingress(ctx: typer.Context) -> None:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the services closed on the way out
         asyncio.run(_run_ingress(settings))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C: the loop was already cancelled and the services closed
 
 
 async def _run_ingress(settings: Settings) -> None:

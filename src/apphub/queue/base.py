@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 import structlog
@@ -19,6 +19,30 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[str], Awaitable[None]]
 QueueMode = Literal["inline", "redis"]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitStats:
+    """How long messages waited between becoming due and being handed to a handler: latency.
+
+    Due means enqueued, or for a delayed message its delay run out: a delay asked for is not
+    latency, so a retry scheduled minutes ahead does not make the queue look slow.
+    """
+
+    count: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+    last_ms: float = 0.0
+
+    @property
+    def avg_ms(self) -> float:
+        return self.total_ms / self.count if self.count else 0.0
+
+    def add(self, waited_ms: float) -> WaitStats:
+        waited_ms = max(0.0, waited_ms)  # clocks of two machines may disagree a little
+        return WaitStats(
+            self.count + 1, self.total_ms + waited_ms, max(self.max_ms, waited_ms), waited_ms
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +57,8 @@ class QueueCounts:
     """Delayed, not due yet."""
     failed: int
     """Handler calls of this process that raised."""
+    waits: WaitStats = field(default_factory=WaitStats)
+    """Hand-offs so far and their latency; whose, each implementation says."""
 
 
 class JobQueue(Protocol):
@@ -72,6 +98,8 @@ class HandlerStats:
 
     active: int = 0
     failed: int = 0
+    waits: WaitStats = field(default_factory=WaitStats)
+    """Hand-offs to this process's handlers and how long those messages had waited."""
 
 
 class HandlerGroup:
@@ -99,8 +127,12 @@ class HandlerGroup:
         """Give back a reserved slot that no message came for."""
         self._slots.release()
 
-    def start(self, item_id: str) -> None:
-        """Run the handler for `item_id` in the slot reserved by wait_for_slot()."""
+    def start(self, item_id: str, waited_ms: float) -> None:
+        """Run the handler for `item_id` in the slot reserved by wait_for_slot().
+
+        `waited_ms` is how long the message was due before this hand-off (see WaitStats).
+        """
+        self._stats.waits = self._stats.waits.add(waited_ms)
         task = asyncio.create_task(self._call(item_id), name=f"{self._queue_name}:{item_id}")
         self._stats.active += 1
         self._tasks.add(task)

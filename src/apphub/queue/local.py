@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 
 from apphub.queue.base import Handler, HandlerGroup, HandlerStats, QueueCounts, QueueMode
 
@@ -22,7 +23,8 @@ class LocalQueue:
     def __init__(self, name: str) -> None:
         self.name = name
         self._waiting: dict[str, str] = {}  # key -> item id, due or scheduled
-        self._due: list[tuple[int, int, str]] = []  # heap of (priority, arrival, key)
+        # heap of (priority, arrival, key, due since: time.monotonic()) for the latency figures
+        self._due: list[tuple[int, int, str, float]] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._arrivals = itertools.count()
         self._wake = asyncio.Event()
@@ -49,7 +51,7 @@ class LocalQueue:
         try:
             while True:
                 await group.wait_for_slot()
-                group.start(await self._next_due())
+                group.start(*await self._next_due())
         finally:
             await group.cancel()
 
@@ -59,6 +61,7 @@ class LocalQueue:
             active=self._stats.active,
             scheduled=len(self._timers),
             failed=self._stats.failed,
+            waits=self._stats.waits,  # this process's: an inline queue has no other consumer
         )
 
     async def close(self) -> None:
@@ -74,13 +77,14 @@ class LocalQueue:
         self._push(key, priority)
 
     def _push(self, key: str, priority: int) -> None:
-        heapq.heappush(self._due, (priority, next(self._arrivals), key))
+        heapq.heappush(self._due, (priority, next(self._arrivals), key, time.monotonic()))
         self._wake.set()
 
-    async def _next_due(self) -> str:
+    async def _next_due(self) -> tuple[str, float]:
+        """The next due item id, and how long it was due (ms)."""
         # Pop and hand-off happen without an await in between, so cancellation loses nothing.
         while not self._due:
             self._wake.clear()
             await self._wake.wait()
-        _, _, key = heapq.heappop(self._due)
-        return self._waiting.pop(key)
+        _, _, key, due_since = heapq.heappop(self._due)
+        return self._waiting.pop(key), (time.monotonic() - due_since) * 1000

@@ -18,6 +18,7 @@ from apphub.queue.base import (
     HandlerStats,
     QueueCounts,
     QueueMode,
+    WaitStats,
     finish_shielded,
 )
 
@@ -29,6 +30,17 @@ DEQUEUE_TIMEOUT_S = 1.0
 SCHEDULE_INTERVAL_S = 0.5
 STRANDED_CHECK_INTERVAL_S = 30.0
 RETRY_DELAY_S = 1.0
+WAITS_KEY = "apphub_waits"
+"""A hash under the queue's namespace: every consumer's hand-offs and their latency."""
+_ADD_WAITS = """
+redis.call('HINCRBY', KEYS[1], 'count', ARGV[1])
+redis.call('HINCRBYFLOAT', KEYS[1], 'total_ms', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_ms', ARGV[4])
+if tonumber(ARGV[3]) > tonumber(redis.call('HGET', KEYS[1], 'max_ms') or '0') then
+    redis.call('HSET', KEYS[1], 'max_ms', ARGV[3])
+end
+return 1
+"""
 
 
 class SaqQueue:
@@ -40,7 +52,9 @@ class SaqQueue:
       `schedule()` every 0.5 s; saq runs it at most once a second cluster-wide (a 1 s lock),
       so a delayed message may be handed out up to ~1.5 s late.
     - `counts()`: `waiting` and `scheduled` are the cluster's; `active` and `failed` are this
-      process's own handler calls.
+      process's own handler calls; `waits` are every consumer's, which each adds to a Redis
+      hash every 0.5 s (so they lag by that much, and a consumer's last 0.5 s before it stops
+      may be missing).
     - Cancelling consume() waits up to `dequeue_timeout_s` for its pending pop and queues
       again whatever that pop brought.
     A message is acked (saq `finish`, and deleted: ttl -1) as soon as it is dequeued, before
@@ -59,6 +73,9 @@ class SaqQueue:
         self._dequeue_timeout_s = dequeue_timeout_s
         self._stats = HandlerStats()
         self._seen_active: set[bytes] = set()
+        self._shared_waits = WaitStats()
+        """What this process's `_stats.waits` were when last added to the shared hash."""
+        self._add_waits = self._redis.register_script(_ADD_WAITS)
 
     async def enqueue(
         self, item_id: str, *, key: str | None = None, delay_s: float = 0.0, priority: int = 0
@@ -87,7 +104,7 @@ class SaqQueue:
                 if job is None:
                     group.release_slot()
                 else:
-                    group.start(_item_id(job))
+                    group.start(_item_id(job), _waited_ms(job))
         finally:
             upkeep.cancel()
             await finish_shielded(asyncio.gather(upkeep, return_exceptions=True))
@@ -98,12 +115,14 @@ class SaqQueue:
             pipe.llen(self._queue.namespace("queued"))
             pipe.llen(self._queue.namespace("active"))
             pipe.zcard(self._queue.namespace("incomplete"))
-            queued, taken, incomplete = await pipe.execute()
+            pipe.hgetall(self._queue.namespace(WAITS_KEY))
+            queued, taken, incomplete, waits = await pipe.execute()
         return QueueCounts(
             waiting=queued,
             active=self._stats.active,
             scheduled=incomplete - queued - taken,
             failed=self._stats.failed,
+            waits=_wait_stats(waits),
         )
 
     async def close(self) -> None:
@@ -134,6 +153,22 @@ class SaqQueue:
                 pipe.delete(job_id)
             await pipe.execute()
         log.warning("queue dropped stranded messages", queue=self.name, count=len(job_ids))
+
+    async def _share_waits(self) -> None:
+        """Add this process's hand-offs since the last call to the cluster's figures."""
+        current, shared = self._stats.waits, self._shared_waits
+        if current.count == shared.count:
+            return
+        await self._add_waits(
+            keys=[self._queue.namespace(WAITS_KEY)],
+            args=[
+                current.count - shared.count,
+                f"{current.total_ms - shared.total_ms:.3f}",  # plain decimals for Redis
+                f"{current.max_ms:.3f}",
+                f"{current.last_ms:.3f}",
+            ],
+        )
+        self._shared_waits = current
 
     async def _receive(self) -> Job | None:
         """Pop and ack one message; a cancellation waits for the pop and puts its message back."""
@@ -167,12 +202,29 @@ class SaqQueue:
         while True:
             try:
                 await self._queue.schedule()
+                await self._share_waits()
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + STRANDED_CHECK_INTERVAL_S
                     await self.recover_stranded()
             except (RedisError, OSError):
                 log.warning("queue upkeep failed", queue=self.name, exc_info=True)
             await asyncio.sleep(SCHEDULE_INTERVAL_S)
+
+
+def _waited_ms(job: Job) -> float:
+    """How long `job` was due: since it was enqueued (saq's `queued`, epoch ms) or, for a
+    delayed one, since its delay ran out (`scheduled`, epoch s)."""
+    due_ms = max(float(job.queued or 0), float(job.scheduled or 0) * 1000)
+    return time.time() * 1000 - due_ms if due_ms else 0.0
+
+
+def _wait_stats(fields: dict[bytes, bytes]) -> WaitStats:
+    def number(name: bytes) -> float:
+        return float(fields.get(name, b"0"))
+
+    return WaitStats(
+        int(number(b"count")), number(b"total_ms"), number(b"max_ms"), number(b"last_ms")
+    )
 
 
 def _item_id(job: Job) -> str:

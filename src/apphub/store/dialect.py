@@ -51,3 +51,27 @@ async def insert_new_returning(
     statement = _insert(connection, table).on_conflict_do_nothing().returning(*returning)
     result = await connection.execute(statement, list(rows))
     return list(result)
+
+
+async def upsert_adding(
+    connection: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    conflict: Sequence[str],
+    add: Sequence[str],
+    replace: Sequence[str] = (),
+) -> None:
+    """Insert rows in one statement; a row whose `conflict` key exists adds its `add` columns
+    to the stored ones (and overwrites `replace`), so concurrent writers never lose a count.
+
+    Each key may appear once in `rows` (PostgreSQL refuses to touch a row twice); callers sort
+    them, so concurrent writers lock rows in the same order and cannot deadlock.
+    """
+    if not rows:
+        return
+    statement = _insert(connection, table).values(list(rows))
+    updates = {column: table.c[column] + statement.excluded[column] for column in add}
+    updates |= {column: statement.excluded[column] for column in replace}
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=list(conflict), set_=updates)
+    )

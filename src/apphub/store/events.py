@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -116,14 +116,8 @@ async def query_events(
 ) -> list[Any]:
     """Newest first by (occurredAt, id); `before` continues after the previous page's last."""
     query = _filtered(select(events), where)
-    if before is not None:
-        moment, event_id = before
-        query = query.where(
-            or_(
-                events.c.occurred_at < moment,
-                and_(events.c.occurred_at == moment, events.c.id < event_id),
-            )
-        )
+    if before is not None:  # a row comparison, which both databases answer from the index
+        query = query.where(tuple_(events.c.occurred_at, events.c.id) < tuple_(*before))
     query = query.order_by(events.c.occurred_at.desc(), events.c.id.desc()).limit(limit)
     return list(await connection.execute(query))
 

@@ -38,8 +38,8 @@ def upgrade() -> None:
     )
     for name, columns in (
         ("ix_workflow_events_time", ["occurred_at", "id"]),
-        ("ix_workflow_events_type", ["type", "occurred_at"]),
-        ("ix_workflow_events_source", ["source", "occurred_at"]),
+        ("ix_workflow_events_type", ["type", "occurred_at", "id"]),
+        ("ix_workflow_events_source", ["source", "occurred_at", "id"]),
         ("ix_workflow_events_correlation", ["correlation_id"]),
         ("ix_workflow_events_status", ["status", "available_at"]),
         ("ix_workflow_events_received", ["received_at"]),
