@@ -233,3 +233,28 @@ async def test_an_event_published_by_a_python_job_carries_its_workflow_context(
         "workflowRunKey": "k-1",
     }
     assert published["links"]["workflowRunIds"] == [run["id"]]
+
+
+async def test_json_path_paths_and_predicates(api: httpx.AsyncClient) -> None:
+    await api.post("/events", json=event(id="few", payload={"count": 1, "items": [{"qty": 1}]}))
+    await api.post(
+        "/events", json=event(id="many", payload={"count": 5, "items": [{"qty": 1}, {"qty": 9}]})
+    )
+    await api.post("/events", json=event(id="none", payload={"name": "Flags"}))
+
+    async def ids(path: str) -> list[str]:
+        return sorted(view["id"] for view in await stored(api, jsonPath=path))
+
+    assert await ids("$.count") == ["few", "many"]  # a path: selects something
+    assert await ids("$.count > 3") == ["many"]  # a predicate: true
+    assert await ids("$.count > 30") == []  # a false predicate matches nothing
+    assert await ids("$.items[*] ? (@.qty > 5)") == ["many"]
+    assert await ids('$.name like_regex "^fl" flag "i"') == ["none"]
+    assert await ids("exists($.items) && $.count < 3") == ["few"]
+
+
+@pytest.mark.parametrize("path", ["$.items[", "count > 3", "$.a ? (@.b ==", "$" + ".a" * 300])
+async def test_invalid_json_path_is_400(api: httpx.AsyncClient, path: str) -> None:
+    response = await api.get("/admin/events", params={"jsonPath": path})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("jsonPath:")

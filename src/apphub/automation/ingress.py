@@ -24,6 +24,7 @@ from apphub.domain.events import EventEnvelope, derived_of, links_of, severity_o
 from apphub.domain.ratelimits import RateLimiter
 from apphub.queue import JobQueue
 from apphub.store import events as event_store
+from apphub.store import metrics as metric_store
 from apphub.store.database import Database
 
 log = structlog.get_logger(__name__)
@@ -164,6 +165,12 @@ class EventIngress:
             await event_store.mark(
                 connection, [row.seq for row in admitted], event_store.PROCESSED, None
             )
+            # Shared counters, in the same transaction: counted once, and by every process alike.
+            lags = [
+                (row.source, (row.received_at - row.occurred_at).total_seconds() * 1000)
+                for row in admitted
+            ]
+            await metric_store.record_ingested(connection, lags, now)
 
     def _admit(
         self, rows: Sequence[Any], now: datetime
@@ -189,8 +196,8 @@ class EventIngress:
         """Process deferred events whose pause is over (they may be deferred again)."""
         total = 0
         while True:
-            async with self.database.read() as connection:
-                rows = await event_store.deferred_due(connection, utc_now(), BATCH)
+            async with self.database.write() as connection:
+                rows = await event_store.claim_deferred_due(connection, utc_now(), BATCH)
             if not rows:
                 break
             await self.process(rows)
@@ -203,9 +210,10 @@ class EventIngress:
 
     async def recover_unprocessed(self, older_than_s: float = 30.0) -> int:
         """Events stored whose processing never finished (a crash): process them now."""
-        before = utc_now() - timedelta(seconds=older_than_s)
-        async with self.database.read() as connection:
-            rows = await event_store.unprocessed(connection, before, BATCH)
+        now = utc_now()
+        before = now - timedelta(seconds=older_than_s)
+        async with self.database.write() as connection:
+            rows = await event_store.claim_unprocessed(connection, before, now, BATCH)
         await self.process(rows)
         return len(rows)
 

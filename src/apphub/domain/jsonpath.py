@@ -6,23 +6,31 @@ item (`payload @? path`); a *predicate* (top level is a comparison, `&&`, `||`, 
 `exists(...)`, `like_regex`, `starts with` or `is unknown`) matches when it is true
 (`payload @@ path`); false and unknown match nothing.
 
-Supported subset (lax mode; the optional `lax` prefix is accepted):
+Supported subset (lax mode; an optional `lax` prefix is accepted):
 - `$`; `@` inside filters; `.name`, `."quoted name"`, `.*`; `[*]`, `[n]`, `[n, m]`,
-  `[n to m]`, `last`, `last - n`, `last + n` in subscripts (numbers are truncated, out-of-range
-  indexes select nothing); `( path )` followed by accessors; filters `? ( predicate )`.
-- `== != <> < <= > >=` (existential over both sides; different types are unknown, except that
-  null equals nothing but null), `&& || !` (three-valued), `(predicate) is unknown`,
-  `exists ( path )`, `like_regex "re" flag "imsq"`, `starts with "text"`.
+  `[n to m]` with numbers, `last`, `last - n` or `last + n` as bounds (truncated toward zero;
+  out-of-range indexes select nothing); `( path )` followed by accessors; `? ( predicate )`.
+- `== != <> < <= > >=`, existential over both sides (arrays unwrap one level); numbers compare
+  numerically, strings by code point; other type mixes, objects and arrays are unknown, except
+  that null equals only null (and `!=` anything else); `&& || !` three-valued;
+  `(predicate) is unknown`; `exists ( path )`; `like_regex "re" flag "imsq"`; `starts with "s"`.
 - literals: numbers (`1`, `-2.5`, `.5`, `1e3`), strings with escapes (`\\n`, `\\xNN`,
-  `\\uNNNN`, `\\u{N}`), `true`, `false`, `null`.
-Not supported on SQLite (PostgreSQL accepts them): `strict`, `$variables`, arithmetic, item
-methods such as `.size()`, `.**`, accessors after a literal, comments.
+  `\\uNNNN`, `\\u{N}`, surrogate pairs), `true`, `false`, `null`.
+Not supported on SQLite (PostgreSQL accepts them; the error says "not supported on SQLite"):
+`strict`, `$variables`, arithmetic, item methods (`.size()`, ...), `.**`, accessors after a
+literal or a parenthesized predicate, non-numeric subscripts, comments, backslashes outside
+strings.
 
 Differences from PostgreSQL: `like_regex` runs Python `re` on a checked translation of the
-pattern (word boundaries `\\y \\Y \\m \\M` translated; POSIX classes `[[:alpha:]]`, inline
-options, escapes other than `\\d \\s \\w \\b \\B \\A \\Z`, control escapes and back references,
-and quantified groups that hold a quantifier are refused); case folding follows Python.
-Python floats in a document compare as the decimal JSON text they serialise to.
+POSIX pattern (`.` and `[^...]` stop at newlines unless "s"; `^`/`$` only at the ends unless
+"m"; `\\y \\Y \\m \\M` become Python word boundaries, `\\b` stays a backspace). Refused
+as not supported: a `{` that does not start a bound, POSIX classes (`[[:alpha:]]`), `(?`
+constructs other than `(?: (?= (?! (?<= (?<!`, escapes other than punctuation and
+`\\d \\D \\s \\S \\w \\W \\A \\Z \\a \\n \\t \\r \\f \\v` (so back references),
+possessive quantifiers, and a group that holds a quantifier or `|` repeated by anything but
+`?` (catastrophic backtracking; polynomial backtracking, as in `a*a*a*b`, remains possible). Character classes and case folding follow Python's Unicode
+rules. Floats in a Python document compare as the decimal text JSON gives them. An evaluation
+that passes MAX_STEPS raises JsonPathError.
 """
 
 from __future__ import annotations
@@ -52,7 +60,10 @@ _SPECIAL = set('?%$.[]{}()|&!=<>@#,*:-+/\\" \t\n\r\f')
 _WHITESPACE = " \t\n\r\f"
 _OPERATORS = ("==", "!=", "<>", "<=", ">=", "&&", "||", "**", "<", ">", "!", "(", ")", "[", "]")
 _SINGLE = set(",?.*-+/%")
-_NUMBER = re.compile(r"(?:0|[1-9]\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(
+    r"(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?"
+)
+_DIGITS = set("0123456789")
 _ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
@@ -88,11 +99,17 @@ def _tokenize(text: str) -> list[_Token]:
             value, end = _scan_string(text, i)
             tokens.append(_Token("string", text[i:end], i, value))
             i = end
-        elif char.isdigit() or (char == "." and text[i + 1 : i + 2].isdigit()):
+        elif char in _DIGITS or (char == "." and text[i + 1 : i + 2] in _DIGITS):
             tokens.append(_scan_number(text, i))
             i += len(tokens[-1].text)
-        elif char == "$" and i + 1 < len(text) and (text[i + 1] == '"' or _ident_at(text, i + 1)):
+        elif (
+            char == "$"
+            and i + 1 < len(text)
+            and (text[i + 1] == '"' or _is_ident_char(text[i + 1]))
+        ):
             raise _unsupported("a variable ($name)", i)
+        elif char == "\\":
+            raise _unsupported("a backslash escape outside a string", i)
         elif char == "/" and text[i + 1 : i + 2] == "*":
             raise _unsupported("a comment", i)
         elif char in "$@":
@@ -116,7 +133,7 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 def _ident_at(text: str, i: int) -> bool:
-    return _is_ident_char(text[i]) and not text[i].isdigit()
+    return _is_ident_char(text[i]) and text[i] not in _DIGITS
 
 
 def _scan_number(text: str, start: int) -> _Token:
@@ -438,7 +455,7 @@ class _Parser:
         token = self.peek()
         if token.kind == "op" and token.text == "(":
             return self.parenthesized()
-        if token.kind == "op" and token.text in "$@":
+        if token.kind == "op" and token.text in {"$", "@"}:
             if token.text == "@" and not self.filters:
                 raise _error("@ is only allowed inside a filter", token.position)
             self.take()
@@ -454,12 +471,14 @@ class _Parser:
                 self.take()
                 self.expect_word("unknown")
                 return _IsUnknown(inner)
+            if self.peek().kind == "op" and self.peek().text in {".", "[", "?"}:
+                raise _unsupported("an accessor after a parenthesized predicate", self.pos())
             return inner
         return self.chain(inner)
 
     def literal(self) -> _Const:
         token = self.take()
-        if token.kind == "op" and token.text in "+-" and self.peek().kind == "number":
+        if token.kind == "op" and token.text in {"+", "-"} and self.peek().kind == "number":
             number = self.take().value
             value: Any = -number if token.text == "-" else number
         elif token.kind in {"number", "string"}:
@@ -552,6 +571,7 @@ class _Parser:
 
 _REGEX_ESCAPES = {"y": r"\b", "Y": r"\B", "m": r"\b(?=\w)", "M": r"\b(?<=\w)", "b": r"\x08"}
 _REGEX_KEPT = set("dDsSwWAZantrfv")
+_REGEX_CONSTRAINTS = set("yYmMAZ")
 _LOOKAROUND = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
 _BOUND = re.compile(r"\{\d+(?:,\d*)?\}")
 
@@ -585,8 +605,8 @@ class _RegexTranslator:
         self.multiline = multiline
         self.position = position
         self.out: list[str] = []
-        self.groups: list[bool] = []  # per open group: does it hold a quantifier?
-        self.last_group_quantified = False
+        self.groups: list[tuple[bool, bool]] = []  # per open group: (lookaround, backtracks)
+        self.previous = "start"  # start | atom | constraint | quantified | nested
 
     def refuse(self, what: str) -> JsonPathError:
         return _unsupported(f"{what} in like_regex", self.position)
@@ -602,33 +622,41 @@ class _RegexTranslator:
         bound = _BOUND.match(self.pattern, i)
         if char in "*+?" or bound:
             return self.quantifier(i, bound.end() if bound else i + 1)
-        self.last_group_quantified = False
         if char == "\\":
             return self.escape(i)
         if char == "[":
             return self.bracket(i)
         if char == "(":
             return self.open_group(i)
-        if char == ")" and self.groups:
-            held = self.groups.pop()
-            if held and self.groups:
-                self.groups[-1] = True
-            self.last_group_quantified = held
-        elif char == "{":
+        if char == "{":
             raise self.refuse("a '{' that does not start a {m,n} bound")
+        self.previous = "constraint" if char in "^$" else "start" if char == "|" else "atom"
+        if char == ")" and self.groups:
+            self.close_group()
+        if char == "|" and self.groups:
+            self.groups[-1] = (self.groups[-1][0], True)
         self.out.append(r"\Z" if char == "$" and not self.multiline else char)
         return i + 1
 
+    def close_group(self) -> None:
+        lookaround, backtracks = self.groups.pop()
+        if backtracks and self.groups:
+            self.groups[-1] = (self.groups[-1][0], True)
+        self.previous = "constraint" if lookaround else "nested" if backtracks else "atom"
+
     def quantifier(self, start: int, end: int) -> int:
-        if self.last_group_quantified:
-            raise self.refuse("a quantified group that holds a quantifier")
+        if self.previous in {"start", "constraint", "quantified"}:
+            raise _error("invalid regular expression (quantifier operand invalid)", self.position)
+        if self.previous == "nested" and self.pattern[start:end] != "?":
+            raise self.refuse("a repeated group that holds a quantifier or an alternation")
         if self.groups:
-            self.groups[-1] = True
+            self.groups[-1] = (self.groups[-1][0], True)
         if end < len(self.pattern) and self.pattern[end] == "?":
             end += 1
         elif end < len(self.pattern) and self.pattern[end] == "+":
             raise self.refuse("a possessive quantifier")
         self.out.append(self.pattern[start:end])
+        self.previous = "quantified"
         return end
 
     def escape(self, i: int) -> int:
@@ -641,6 +669,7 @@ class _RegexTranslator:
             self.out.append("\\" + kind)
         else:
             raise self.refuse(f"the escape \\{kind}")
+        self.previous = "constraint" if kind in _REGEX_CONSTRAINTS else "atom"
         return i + 2
 
     def open_group(self, i: int) -> int:
@@ -649,10 +678,12 @@ class _RegexTranslator:
             if prefix is None:
                 raise self.refuse("a '(?' construct other than (?: (?= (?! (?<= (?<!")
             self.out.append(prefix)
-            self.groups.append(False)
+            self.groups.append((prefix != "(?:", False))
+            self.previous = "start"
             return i + len(prefix)
         self.out.append("(")
-        self.groups.append(False)
+        self.groups.append((False, False))
+        self.previous = "start"
         return i + 1
 
     def bracket(self, i: int) -> int:
@@ -680,10 +711,14 @@ class _RegexTranslator:
         if i >= len(self.pattern):
             raise _error("invalid regular expression (brackets [] not balanced)", self.position)
         self.out.append("".join(parts) + "]")
+        self.previous = "atom"
         return i + 1
 
 
 # ------------------------------------------------------------------------------- evaluator
+
+
+_END = object()
 
 
 class _EvalError(Exception):
@@ -729,9 +764,6 @@ def _walk(starts: Iterator[Any], steps: tuple[_Step, ...], budget: _Budget) -> I
             yield item
         else:
             stack.append((depth + 1, _apply(steps[depth], item, budget, True)))
-
-
-_END = object()
 
 
 def _apply(step: _Step, item: Any, budget: _Budget, unwrap: bool) -> Iterator[Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -16,7 +16,10 @@ from apphub.store.tables import workflow_events
 
 events = workflow_events
 
-RECEIVED, DEFERRED, PROCESSED = "received", "deferred", "processed"
+RECEIVED, DEFERRED, PROCESSING, PROCESSED = "received", "deferred", "processing", "processed"
+"""received → processed; or → deferred (rate limited) → processing (claimed) → processed.
+A `processing` claim carries its time in `available_at`; one left by a dead process is taken
+again by the repair loop."""
 
 
 async def insert_events(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[Any]:
@@ -35,14 +38,26 @@ async def mark(
         )
 
 
-async def deferred_due(connection: AsyncConnection, now: datetime, limit: int) -> list[Any]:
-    rows = await connection.execute(
-        select(events)
+async def claim_deferred_due(connection: AsyncConnection, now: datetime, limit: int) -> list[Any]:
+    """Take deferred events whose pause is over; only one process wins each."""
+    due = (
+        select(events.c.seq)
         .where(events.c.status == DEFERRED, events.c.available_at <= now)
         .order_by(events.c.available_at, events.c.seq)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return list(rows)
+    return await _claim(connection, due, now)
+
+
+async def _claim(connection: AsyncConnection, chosen: Any, now: datetime) -> list[Any]:
+    rows = await connection.execute(
+        update(events)
+        .where(events.c.seq.in_(chosen.scalar_subquery()))
+        .values(status=PROCESSING, available_at=now)
+        .returning(events)
+    )
+    return sorted(rows, key=lambda row: row.seq)
 
 
 async def next_deferred(connection: AsyncConnection) -> datetime | None:
@@ -52,15 +67,24 @@ async def next_deferred(connection: AsyncConnection) -> datetime | None:
     return moment
 
 
-async def unprocessed(connection: AsyncConnection, before: datetime, limit: int) -> list[Any]:
-    """Events stored but never processed (their process stopped between the two)."""
-    rows = await connection.execute(
-        select(events)
-        .where(events.c.status == RECEIVED, events.c.received_at < before)
+async def claim_unprocessed(
+    connection: AsyncConnection, before: datetime, now: datetime, limit: int
+) -> list[Any]:
+    """Take events stored (or claimed) before `before` and never processed: their process
+    stopped in between."""
+    stuck = (
+        select(events.c.seq)
+        .where(
+            or_(
+                and_(events.c.status == RECEIVED, events.c.received_at < before),
+                and_(events.c.status == PROCESSING, events.c.available_at < before),
+            )
+        )
         .order_by(events.c.seq)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return list(rows)
+    return await _claim(connection, stuck, now)
 
 
 async def by_id(connection: AsyncConnection, event_id: str) -> Any:

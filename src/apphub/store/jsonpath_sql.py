@@ -104,6 +104,10 @@ async def check_postgres_path(connection: AsyncConnection, path: str) -> None:
         if not sqlstate.startswith(_POSTGRES_INPUT_ERRORS):
             raise
         raise JsonPathError(f"jsonPath: {_postgres_message(error)}") from None
+    except UnicodeDecodeError as error:
+        # PostgreSQL can cut a multibyte character in half when it quotes the input back.
+        message = bytes(error.object).decode("utf-8", "replace")
+        raise JsonPathError(f"jsonPath: {message}") from None
 
 
 def _postgres_message(error: DBAPIError) -> str:

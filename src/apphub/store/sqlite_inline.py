@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from apphub.store.jsonpath_sql import register_sqlite_jsonpath
+
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -114,6 +116,7 @@ def inline_connector(path: str, busy_timeout_ms: int) -> Callable[[], Awaitable[
         )
         for pragma in PRAGMAS:
             connection.execute(pragma)
+        register_sqlite_jsonpath(connection)  # `jsonPath` filters of the event log
         return InlineConnection(connection)
 
     return connect

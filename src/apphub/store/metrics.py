@@ -1,0 +1,279 @@
+"""Cluster-wide figures: shared counters, and aggregates of runs, retries and events.
+
+Everything here is read from (or added to) the database, never from one process's memory, so
+every process that answers `/metrics`, `/metrics/prometheus` or a health page answers the same
+however many processes run. Counters live in `metric_counters`, one row per (name, labels):
+writers add to a row in the same transaction as the work they count, so a count is never
+lost or doubled by a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
+
+from apphub.domain.runs import TERMINAL_RUN_STATUSES
+from apphub.store import events as event_store
+from apphub.store.dialect import upsert_adding
+from apphub.store.tables import job_runs, metric_counters, workflow_events, workflow_run_steps
+
+CounterKey = tuple[str, str]
+"""(name, labels as canonical JSON): the key of one counter row."""
+
+EVENTS_INGESTED = "apphub_events_ingested_total"
+INGRESS_LAG = "apphub_event_ingress_lag_ms"
+INGRESS_LAG_BUCKETS_MS: tuple[float, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+"""Upper bounds of the ingress-lag histogram; `+Inf` follows."""
+INF = "+Inf"
+LABELS_MAX = 500
+"""The width of `metric_counters.labels`: longer label values are shortened to fit."""
+_SHORT_VALUE = 40
+
+
+# --- counters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    """Labels as the JSON stored in `labels`: sorted keys, so one label set is one row.
+
+    A value that would overflow the column (a 256-character event source full of escapes)
+    keeps its first characters and gains a digest, so distinct values stay distinct rows.
+    """
+    key = _dumps(labels)
+    if len(key) <= LABELS_MAX:
+        return key
+    key = _dumps({name: _shortened(value) for name, value in labels.items()})
+    if len(key) <= LABELS_MAX:
+        return key
+    return _dumps({name: _digest(value) for name, value in labels.items()})
+
+
+def _dumps(labels: Mapping[str, str]) -> str:
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+def _shortened(value: str) -> str:
+    return value if len(value) <= _SHORT_VALUE else f"{value[:_SHORT_VALUE]}…{_digest(value)}"
+
+
+async def add_to_counters(
+    connection: AsyncConnection, increments: Mapping[CounterKey, float], now: datetime
+) -> None:
+    """Add each increment to its counter, creating missing ones, in one statement."""
+    rows = [
+        {"name": name, "labels": labels, "value": float(value), "updated_at": now}
+        for (name, labels), value in sorted(increments.items())
+    ]
+    await upsert_adding(
+        connection,
+        metric_counters,
+        rows,
+        conflict=("name", "labels"),
+        add=("value",),
+        replace=("updated_at",),
+    )
+
+
+async def read_counters(
+    connection: AsyncConnection, name_prefix: str | None = None
+) -> list[Counter]:
+    """Every counter (whose name starts with `name_prefix`), by name then labels."""
+    table = metric_counters
+    query = select(table.c.name, table.c.labels, table.c.value)
+    if name_prefix is not None:
+        query = query.where(table.c.name.startswith(name_prefix, autoescape=True))
+    rows = await connection.execute(query.order_by(table.c.name, table.c.labels))
+    return [Counter(row.name, json.loads(row.labels), float(row.value)) for row in rows]
+
+
+# --- event ingress -------------------------------------------------------------------------
+
+
+def ingress_increments(samples: Iterable[tuple[str, float]]) -> dict[CounterKey, float]:
+    """Counter increments for admitted events given as (source, lag ms).
+
+    Per source: `apphub_events_ingested_total{source}`. For all: the cumulative buckets, sum
+    and count of the `apphub_event_ingress_lag_ms` histogram (a negative lag, from a
+    publisher's clock running ahead, counts as 0).
+    """
+    increments: dict[CounterKey, float] = {}
+
+    def add(name: str, labels: Mapping[str, str], value: float) -> None:
+        key = (name, labels_key(labels))
+        increments[key] = increments.get(key, 0.0) + value
+
+    for source, lag_ms in samples:
+        lag = max(0.0, lag_ms)
+        add(EVENTS_INGESTED, {"source": source}, 1)
+        for bound in INGRESS_LAG_BUCKETS_MS:
+            if lag <= bound:
+                add(f"{INGRESS_LAG}_bucket", {"le": _bound(bound)}, 1)
+        add(f"{INGRESS_LAG}_bucket", {"le": INF}, 1)
+        add(f"{INGRESS_LAG}_sum", {}, lag)
+        add(f"{INGRESS_LAG}_count", {}, 1)
+    return increments
+
+
+async def record_ingested(
+    connection: AsyncConnection, samples: Sequence[tuple[str, float]], now: datetime
+) -> None:
+    """Count admitted events, given as (source, lag ms), in the caller's transaction."""
+    if samples:
+        await add_to_counters(connection, ingress_increments(samples), now)
+
+
+def _bound(bound: float) -> str:
+    return f"{bound:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    buckets: list[tuple[str, float]]
+    """Cumulative (upper bound, count), `+Inf` last, as Prometheus wants them."""
+    sum: float
+    count: float
+
+
+def ingress_lag_histogram(counters: Iterable[Counter]) -> Histogram:
+    """The ingress-lag histogram from its counters; a bucket never reached is 0."""
+    by_le: dict[str, float] = {}
+    total = count = 0.0
+    for counter in counters:
+        if counter.name == f"{INGRESS_LAG}_bucket":
+            by_le[counter.labels.get("le", "")] = counter.value
+        elif counter.name == f"{INGRESS_LAG}_sum":
+            total = counter.value
+        elif counter.name == f"{INGRESS_LAG}_count":
+            count = counter.value
+    bounds = [*(_bound(bound) for bound in INGRESS_LAG_BUCKETS_MS), INF]
+    return Histogram([(le, by_le.get(le, 0.0)) for le in bounds], total, count)
+
+
+def ingested_by_source(counters: Iterable[Counter]) -> dict[str, float]:
+    return {
+        counter.labels.get("source", ""): counter.value
+        for counter in counters
+        if counter.name == EVENTS_INGESTED
+    }
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    total: int
+    status_counts: dict[str, int]
+    average_duration_ms: float | None
+    """Over ended runs that recorded a duration; None when there is none."""
+    failure_rate: float
+    """Failed / ended (succeeded, failed, canceled, expired); 0 when none has ended."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "statusCounts": self.status_counts,
+            "averageDurationMs": self.average_duration_ms,
+            "failureRate": self.failure_rate,
+        }
+
+
+async def run_summary(
+    connection: AsyncConnection, table: Table, statuses: Sequence[str]
+) -> RunSummary:
+    """Counts by status (every one of `statuses` present, 0 if none), mean duration, failure rate.
+
+    For `job_runs` or `workflow_runs`; one grouped query.
+    """
+    rows = await connection.execute(
+        select(
+            table.c.status,
+            func.count(),
+            func.coalesce(func.sum(table.c.duration_ms), 0),
+            func.count(table.c.duration_ms),
+        ).group_by(table.c.status)
+    )
+    counts = dict.fromkeys(statuses, 0)
+    duration_total = durations = 0
+    for status, count, duration_sum, duration_count in rows:
+        counts[str(status)] = int(count)
+        if status in TERMINAL_RUN_STATUSES:
+            duration_total += int(duration_sum)
+            durations += int(duration_count)
+    ended = sum(counts.get(status, 0) for status in TERMINAL_RUN_STATUSES)
+    return RunSummary(
+        total=sum(counts.values()),
+        status_counts=counts,
+        average_duration_ms=round(duration_total / durations, 1) if durations else None,
+        failure_rate=round(counts.get("failed", 0) / ended, 4) if ended else 0.0,
+    )
+
+
+# --- retries and events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """Durable retries waiting for their time: how many, how many are late, the next one."""
+
+    count: int
+    overdue: int
+    next_due_at: datetime | None
+
+
+async def retry_backlog(connection: AsyncConnection, now: datetime) -> dict[str, Backlog]:
+    """Deferred events, workflow steps with a retry scheduled, standalone job runs to retry."""
+    events, steps = workflow_events, workflow_run_steps
+    return {
+        "events": await _backlog(
+            connection, events.c.available_at, events.c.status == event_store.DEFERRED, now
+        ),
+        "workflowSteps": await _backlog(
+            connection, steps.c.next_attempt_at, steps.c.retry_state == "scheduled", now
+        ),
+        "jobRuns": await _backlog(
+            connection,
+            job_runs.c.next_attempt_at,
+            (job_runs.c.status == "pending")
+            & job_runs.c.next_attempt_at.is_not(None)
+            & job_runs.c.workflow_run_step_id.is_(None),
+            now,
+        ),
+    }
+
+
+async def _backlog(
+    connection: AsyncConnection,
+    due: ColumnElement[datetime],
+    where: ColumnElement[bool],
+    now: datetime,
+) -> Backlog:
+    overdue = func.coalesce(func.sum(case((due < now, 1), else_=0)), 0)
+    query = select(func.count(), overdue, func.min(due)).where(where)
+    count, late, next_due_at = (await connection.execute(query)).one()
+    return Backlog(int(count), int(late), next_due_at)
+
+
+async def event_counts(connection: AsyncConnection) -> dict[str, int]:
+    """Stored events by status; every status present (0 when there is none)."""
+    counts = dict.fromkeys((event_store.RECEIVED, event_store.DEFERRED, event_store.PROCESSED), 0)
+    return counts | await event_store.counts_by_status(connection)
