@@ -49,6 +49,21 @@ def require(scope: str, action: str) -> Any:
     return Depends(guard)
 
 
+async def caller_subject(
+    state: Annotated[AppState, Depends(app_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """Who calls an open GET: None without a token; an unknown token is refused (403)."""
+    if state.tokens is None:
+        return _AUTH_DISABLED.subject
+    if credentials is None:
+        return None
+    principal = state.tokens.lookup(credentials.credentials)
+    if principal is None:
+        raise ApiError(403, "forbidden")
+    return principal.subject
+
+
 async def _authorize(
     state: AppState,
     credentials: HTTPAuthorizationCredentials | None,

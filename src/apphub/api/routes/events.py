@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.api.auth import require
-from apphub.api.errors import ApiError
+from apphub.api.event_queries import as_utc, cursor_position, json_path_condition
 from apphub.api.schemas import BAD_INPUT, GUARDED, Data, Page
 from apphub.api.state import Db, Services
 from apphub.automation.ingress import event_view
 from apphub.domain.base import ApiModel, UtcTime, utc_now
 from apphub.domain.events import EventEnvelope, EventView, Severity
-from apphub.domain.paging import InvalidCursorError, decode_cursor, encode_cursor
+from apphub.domain.paging import encode_cursor
 from apphub.security import Principal
 from apphub.store import events as event_store
 
@@ -80,16 +79,16 @@ async def list_events(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Newest first by `occurredAt` then `id`; `page.nextCursor` continues the list."""
-    before = _cursor_position(cursor) if cursor else None
+    before = cursor_position(cursor) if cursor else None
     async with database.read() as connection:
-        condition = await _json_path_condition(connection, json_path) if json_path else None
+        condition = await json_path_condition(connection, json_path) if json_path else None
         where = event_store.EventFilter(
             type=type,
             source=source,
             correlation_id=correlation_id,
             severity=severity,
-            occurred_from=_utc(occurred_from),
-            occurred_to=_utc(occurred_to),
+            occurred_from=as_utc(occurred_from),
+            occurred_to=as_utc(occurred_to),
             json_path=condition,
         )
         rows = await event_store.query_events(connection, where, limit + 1, before)
@@ -105,36 +104,3 @@ async def list_events(
             "page": {"nextCursor": next_cursor, "hasMore": has_more, "limit": limit},
         }
     }
-
-
-async def _json_path_condition(connection: AsyncConnection, path: str) -> Any:
-    from apphub.domain.jsonpath import JsonPathError
-    from apphub.store.jsonpath_sql import check_postgres_path, jsonpath_condition
-
-    dialect = connection.dialect.name
-    try:
-        if dialect == "postgresql":
-            await check_postgres_path(connection, path)
-        return jsonpath_condition(event_store.events.c.payload, path, dialect)
-    except JsonPathError as error:
-        raise ApiError(400, f"jsonPath: {error}", reason="invalid_json_path") from None
-
-
-def _cursor_position(cursor: str) -> tuple[datetime, str]:
-    try:
-        position = decode_cursor(cursor)
-        moment = datetime.fromisoformat(str(position["at"]))
-        event_id = position["id"]
-    except (InvalidCursorError, KeyError, ValueError, TypeError):
-        raise ApiError(
-            400, "cursor: cursor is not one this server issued", reason="invalid_cursor"
-        ) from None
-    if not isinstance(event_id, str):
-        raise ApiError(400, "cursor: cursor is not one this server issued", reason="invalid_cursor")
-    return _utc(moment) or moment, event_id
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

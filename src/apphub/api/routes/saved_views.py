@@ -11,15 +11,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apphub.api.auth import _AUTH_DISABLED, _bearer, require
+from apphub.api.auth import caller_subject, require
 from apphub.api.errors import ApiError
-from apphub.api.routes.events import _cursor_position, _json_path_condition
+from apphub.api.event_queries import cursor_position, json_path_condition
 from apphub.api.schemas import BAD_INPUT, CONFLICT, GUARDED, NOT_FOUND, Data, Page
-from apphub.api.state import Db, State
+from apphub.api.state import Db
 from apphub.automation.ingress import event_view
 from apphub.domain.base import ApiModel, Name, UtcTime, utc_now
 from apphub.domain.errors import ConflictError
@@ -115,22 +114,7 @@ class AppliedView(ApiModel):
     page: Page
 
 
-async def _caller(
-    state: State,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str | None:
-    """Who asks an open GET: None without a token; an unknown token is refused as by `require`."""
-    if state.tokens is None:
-        return _AUTH_DISABLED.subject
-    if credentials is None:
-        return None
-    principal = state.tokens.lookup(credentials.credentials)
-    if principal is None:
-        raise ApiError(403, "forbidden")
-    return principal.subject
-
-
-Caller = Annotated[str | None, Depends(_caller)]
+Caller = Annotated[str | None, Depends(caller_subject)]
 
 
 @router.get("", response_model=Data[list[SavedView]], responses=GUARDED)
@@ -226,7 +210,7 @@ async def apply_view(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> dict[str, Any]:
     """Run the view's filters as `GET /admin/events` would; every call counts as one use."""
-    before = _cursor_position(cursor) if cursor else None
+    before = cursor_position(cursor) if cursor else None
     async with database.read() as connection:
         row = await _view_or_404(connection, slug)
         _check_readable(row, principal.subject)
@@ -320,7 +304,7 @@ async def _check_json_path(connection: AsyncConnection, filters: ViewFilters) ->
     if filters.json_path is None:
         return
     try:
-        await _json_path_condition(connection, filters.json_path)
+        await json_path_condition(connection, filters.json_path)
     except ApiError as error:
         raise ApiError(400, f"filters.{error.message}", reason=error.reason) from None
 
@@ -330,7 +314,7 @@ async def _event_filter(
 ) -> event_store.EventFilter:
     condition = None
     if filters.json_path is not None:
-        condition = await _json_path_condition(connection, filters.json_path)
+        condition = await json_path_condition(connection, filters.json_path)
     return event_store.EventFilter(
         type=filters.type,
         source=filters.source,
