@@ -258,3 +258,29 @@ async def test_invalid_json_path_is_400(api: httpx.AsyncClient, path: str) -> No
     response = await api.get("/admin/events", params={"jsonPath": path})
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith("jsonPath:")
+
+
+async def test_retention_prunes_only_old_events(api: httpx.AsyncClient, database: Database) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from apphub.automation.ingress import EventIngress
+    from apphub.bus import LocalBroadcaster
+    from apphub.bus.frames import FramePublisher
+    from apphub.domain.base import utc_now
+    from apphub.domain.ratelimits import RateLimiter
+    from apphub.store.tables import workflow_events
+
+    for event_id in ("old", "recent"):
+        await api.post("/events", json=event(id=event_id))
+    async with database.write() as connection:
+        await connection.execute(
+            update(workflow_events)
+            .where(workflow_events.c.id == "old")
+            .values(received_at=utc_now() - timedelta(days=31))
+        )
+    ingress = EventIngress(database, FramePublisher(LocalBroadcaster()), RateLimiter(()))
+    assert await ingress.prune(retention_days=30) == 1
+    assert [view["id"] for view in await stored(api)] == ["recent"]
+    assert await ingress.prune(retention_days=30) == 0

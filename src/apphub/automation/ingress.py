@@ -40,6 +40,8 @@ RESERVED_FRAME_PREFIXES = (
 )
 """Event types that would pass for the engine's own frames get only `workflow.event.received`."""
 BATCH = 500
+ACK_DELAY_S = 0.05
+"""How long handed-off events wait to be marked processed together."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +132,19 @@ class EventIngress:
     subscribers: list[EventSubscriber] = field(default_factory=list)
     stats: dict[str, SourceStats] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _acks: list[Any] = field(default_factory=list)
+    _ack_flush: asyncio.Task[None] | None = None
     _deferred_wake: asyncio.TimerHandle | None = None
 
-    async def ingest(self, envelopes: Sequence[EventEnvelope]) -> list[Any]:
+    async def ingest(
+        self, envelopes: Sequence[EventEnvelope], *, acknowledge_now: bool = False
+    ) -> list[Any]:
         """Store new events (a replayed id is stored and processed once) and process them."""
         now = utc_now()
         rows = [event_row(envelope, now) for envelope in envelopes]
         async with self.database.write() as connection:
             stored = await event_store.insert_events(connection, rows)
-        await self.process(stored)
+        await self.process(stored, acknowledge_now=acknowledge_now)
         return stored
 
     def process_soon(self, rows: Sequence[Any]) -> None:
@@ -146,7 +152,12 @@ class EventIngress:
         if rows:
             self._spawn(self.process(list(rows)))
 
-    async def process(self, rows: Sequence[Any]) -> None:
+    async def process(self, rows: Sequence[Any], *, acknowledge_now: bool = False) -> None:
+        """Rate-limit, frame and hand off; the `processed` mark follows in a shared batch.
+
+        Marking later is safe: an event still `received` when its process dies is processed
+        again by the repair loop, and subscribers are idempotent by event id.
+        """
         now = utc_now()
         admitted, deferred = self._admit(rows, now)
         for until, seqs in deferred.items():
@@ -161,16 +172,30 @@ class EventIngress:
             for row in admitted:
                 if subscriber.wants(row.type):
                     await subscriber.queue.enqueue(row.id)
-        async with self.database.write() as connection:
-            await event_store.mark(
-                connection, [row.seq for row in admitted], event_store.PROCESSED, None
-            )
-            # Shared counters, in the same transaction: counted once, and by every process alike.
-            lags = [
-                (row.source, (row.received_at - row.occurred_at).total_seconds() * 1000)
-                for row in admitted
-            ]
-            await metric_store.record_ingested(connection, lags, now)
+        self._acks.extend(admitted)
+        if acknowledge_now:
+            await self.flush_acknowledgements()
+        elif self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(ACK_DELAY_S)
+        await self.flush_acknowledgements()
+
+    async def flush_acknowledgements(self) -> None:
+        """Mark handed-off events processed and count them, in one transaction."""
+        while self._acks:
+            batch, self._acks = self._acks, []
+            async with self.database.write() as connection:
+                await event_store.mark(
+                    connection, [row.seq for row in batch], event_store.PROCESSED, None
+                )
+                # Shared counters in the same transaction: counted once, the same everywhere.
+                lags = [
+                    (row.source, (row.received_at - row.occurred_at).total_seconds() * 1000)
+                    for row in batch
+                ]
+                await metric_store.record_ingested(connection, lags, utc_now())
 
     def _admit(
         self, rows: Sequence[Any], now: datetime
@@ -262,6 +287,10 @@ class EventIngress:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
+        if self._ack_flush is not None:
+            with contextlib.suppress(Exception):
+                await self._ack_flush
+        await self.flush_acknowledgements()
 
     def health(self) -> dict[str, Any]:
         now = utc_now()

@@ -61,7 +61,7 @@ async def upsert_adding(
     add: Sequence[str],
     replace: Sequence[str] = (),
 ) -> None:
-    """Insert rows in one statement; a row whose `conflict` key exists adds its `add` columns
+    """Insert rows in one call; a row whose `conflict` key exists adds its `add` columns
     to the stored ones (and overwrites `replace`), so concurrent writers never lose a count.
 
     Each key may appear once in `rows` (PostgreSQL refuses to touch a row twice); callers sort
@@ -69,9 +69,10 @@ async def upsert_adding(
     """
     if not rows:
         return
-    statement = _insert(connection, table).values(list(rows))
+    statement = _insert(connection, table)
     updates = {column: table.c[column] + statement.excluded[column] for column in add}
     updates |= {column: statement.excluded[column] for column in replace}
+    # executemany with one statement: compiled once and cached (a multi-row VALUES is not).
     await connection.execute(
-        statement.on_conflict_do_update(index_elements=list(conflict), set_=updates)
+        statement.on_conflict_do_update(index_elements=list(conflict), set_=updates), list(rows)
     )

@@ -33,7 +33,7 @@ class EventPage(ApiModel):
 
 async def _publish(envelope: EventEnvelope, services: Services) -> dict[str, Any]:
     """Stored once by id (a replayed id is accepted and changes nothing), then processed."""
-    await services.ingress.ingest([envelope])
+    await services.ingress.ingest([envelope], acknowledge_now=True)
     return {"data": {"acceptedAt": utc_now(), "event": envelope}}
 
 
