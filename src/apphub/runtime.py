@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "JOB_RUN_ID_ENV",
@@ -80,22 +80,29 @@ class JobContext:
     logger: logging.Logger = field(default_factory=_default_logger)
     workflow_event_context: dict[str, Any] | None = None
 
+    publisher: EventPublishing | None = None
+    """Set by the runtime that calls the handler (how its events reach apphub)."""
+
     def publish_event(self, event: dict[str, Any]) -> dict[str, Any]:
         """Publish an event from a synchronous handler; the step's context is attached."""
-        from apphub.bus.publisher import publish_event
-
-        return publish_event(event).model_dump(mode="json")
+        return self._publishing().publish(event)
 
     async def publish_event_async(self, event: dict[str, Any]) -> dict[str, Any]:
         """Publish an event from an async handler; the step's context is attached."""
-        from apphub.bus.publisher import create_event_publisher
+        return await self._publishing().publish_async(event)
 
-        publisher = create_event_publisher()
-        try:
-            envelope = await publisher.publish(event)
-        finally:
-            await publisher.close()
-        return envelope.model_dump(mode="json")
+    def _publishing(self) -> EventPublishing:
+        if self.publisher is None:
+            raise RuntimeError("this JobContext has no event publisher (not run by apphub)")
+        return self.publisher
+
+
+class EventPublishing(Protocol):
+    """What a JobContext publishes through; apphub's runtimes pass in the event bus's."""
+
+    def publish(self, event: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def publish_async(self, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass

@@ -150,3 +150,18 @@ def publish_event(event: Mapping[str, Any] | EventEnvelope) -> EventEnvelope:
     except RuntimeError:
         return asyncio.run(send())
     raise EventPublishError("publish_event() is for synchronous code; await publish() instead")
+
+
+class BusPublishing:
+    """`JobContext.publisher`: events from job code go through `create_event_publisher()`."""
+
+    def publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        return publish_event(event).model_dump(mode="json")
+
+    async def publish_async(self, event: dict[str, Any]) -> dict[str, Any]:
+        publisher = create_event_publisher()
+        try:
+            envelope = await publisher.publish(event)
+        finally:
+            await publisher.close()
+        return envelope.model_dump(mode="json")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Annotated
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 
 from apphub.cli import assets, definitions, events, runs
 from apphub.cli.client import CliError
+from apphub.cli.processes import run_process
 from apphub.sdk import Definitions
 from apphub.settings import Settings
 
@@ -102,29 +102,9 @@ def _load_definitions(targets: list[str]) -> Definitions | None:
 @app.command()
 def worker() -> None:
     """Run the orchestrator only: drive workflow runs and job runs from the queues."""
-    from apphub.logs import configure_logging
-
-    settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_run_worker(settings))
-
-
-async def _run_worker(settings: Settings) -> None:
-    from apphub.engine.services import EngineServices
     from apphub.engine.worker import Worker
-    from apphub.store.migrate import migrate as run_migrations
 
-    services = EngineServices.open(settings)
-    main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    try:
-        await run_migrations(services.database)
-        await Worker(services).run()
-    except asyncio.CancelledError:
-        pass  # SIGTERM or Ctrl-C: the worker handed its runs back on the way out
-    finally:
-        await services.close()
+    run_process(lambda services: Worker(services).run())
 
 
 @app.command()

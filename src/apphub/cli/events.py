@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
@@ -17,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from apphub.cli.client import ApiClient, CliError
+from apphub.cli.processes import run_process
 from apphub.settings import Settings
 
 events = typer.Typer(
@@ -55,31 +54,11 @@ def ingress(ctx: typer.Context) -> None:
     """Alone, run the event ingress process (scaled mode); SIGTERM or Ctrl-C stops it."""
     if ctx.invoked_subcommand is not None:
         return  # a subcommand runs instead; the group itself does nothing then
-    from apphub.logs import configure_logging
-
-    settings = Settings.from_env()
-    configure_logging(settings.log_level, settings.log_format)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the services closed on the way out
-        asyncio.run(_run_ingress(settings))
-
-
-async def _run_ingress(settings: Settings) -> None:
-    """Like `apphub worker`: SIGTERM cancels this task so the services close on the way out."""
     from apphub.automation.ingress_worker import IngressWorker
-    from apphub.engine.services import EngineServices
-    from apphub.store.migrate import migrate as run_migrations
 
-    services = EngineServices.open(settings)
-    main = asyncio.current_task()
-    assert main is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-    try:
-        await run_migrations(services.database)
-        await IngressWorker(settings, services.database, services.ingress).run()
-    except asyncio.CancelledError:
-        pass  # SIGTERM or Ctrl-C: nothing is held that a restart would not recover
-    finally:
-        await services.close()
+    run_process(
+        lambda services: IngressWorker(services.settings, services.database, services.ingress).run()
+    )
 
 
 # --- publish ----------------------------------------------------------------------------

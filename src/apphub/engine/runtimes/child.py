@@ -79,7 +79,22 @@ def _context(parameters: dict[str, Any]) -> JobContext:
         run_id=os.environ.get(JOB_RUN_ID_ENV, ""),
         logger=_stderr_logger(),
         workflow_event_context=get_workflow_event_context(),
+        publisher=_LazyPublishing(),
     )
+
+
+class _LazyPublishing:
+    """Imports the event bus only when the job publishes (children should start fast)."""
+
+    def publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        from apphub.bus.publisher import BusPublishing
+
+        return BusPublishing().publish(event)
+
+    async def publish_async(self, event: dict[str, Any]) -> dict[str, Any]:
+        from apphub.bus.publisher import BusPublishing
+
+        return await BusPublishing().publish_async(event)
 
 
 def _stderr_logger() -> logging.Logger:

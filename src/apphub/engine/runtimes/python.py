@@ -21,6 +21,7 @@ from contextvars import copy_context
 from dataclasses import replace
 from typing import Any
 
+from apphub.bus.publisher import BusPublishing
 from apphub.engine.runtimes.base import JobInvocation, JobOutcome, TailBuffer, elapsed_ms
 from apphub.engine.runtimes.handlers import (
     EntryPointError,
@@ -55,6 +56,7 @@ async def run_python(invocation: JobInvocation) -> JobOutcome:
         run_id=invocation.run_id,
         logger=_job_logger(invocation.run_id, logs),
         workflow_event_context=copy.deepcopy(invocation.workflow_event_context),
+        publisher=BusPublishing(),
     )
     outcome = await _invoke(handler, context, invocation, logs)
     return _finish(outcome, logs, started)
