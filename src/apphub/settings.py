@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,10 @@ class Settings:
     event_queue_name: str = "apphub_event_ingress_queue"
     event_ingress_concurrency: int = 5
     event_retention_days: int = 30
+    materializer_base_backoff_ms: int = 120_000
+    materializer_max_backoff_ms: int = 1_800_000
+    materializer_refresh_interval_ms: int = 600_000
+    """How often the materializer rebuilds its asset graph from scratch; 0 = never."""
 
     @property
     def token_file(self) -> Path:
@@ -71,7 +76,41 @@ class Settings:
             log_format=_choice(
                 "APPHUB_LOG_FORMAT", env.get("APPHUB_LOG_FORMAT"), "console", ("console", "json")
             ),
+            heartbeat_timeout_ms=_integer(env, "APPHUB_HEARTBEAT_TIMEOUT_MS", 60_000, 1000),
+            run_concurrency=_integer(env, "APPHUB_RUN_CONCURRENCY", 50, 1),
+            job_concurrency=_integer(env, "APPHUB_JOB_CONCURRENCY", 10, 1),
+            reconcile_interval_ms=_integer(env, "APPHUB_RECONCILE_INTERVAL_MS", 15_000, 100),
+            event_rate_limits=_rate_limits(env.get("EVENT_SOURCE_RATE_LIMITS")),
+            event_queue_name=_name("APPHUB_EVENT_QUEUE_NAME", env.get("APPHUB_EVENT_QUEUE_NAME")),
+            event_ingress_concurrency=_integer(env, "EVENT_INGRESS_CONCURRENCY", 5, 1),
+            event_retention_days=_integer(env, "APPHUB_EVENT_RETENTION_DAYS", 30, 1),
+            **_materializer(env),
         )
+
+
+def _materializer(env: Mapping[str, str]) -> dict[str, int]:
+    base = _integer(env, "ASSET_MATERIALIZER_BASE_BACKOFF_MS", 120_000, 1)
+    ceiling = _integer(env, "ASSET_MATERIALIZER_MAX_BACKOFF_MS", 1_800_000, 1)
+    if ceiling < base:
+        raise SettingsError(
+            f"ASSET_MATERIALIZER_MAX_BACKOFF_MS ({ceiling}) must not be below "
+            f"ASSET_MATERIALIZER_BASE_BACKOFF_MS ({base})"
+        )
+    return {
+        "materializer_base_backoff_ms": base,
+        "materializer_max_backoff_ms": ceiling,
+        "materializer_refresh_interval_ms": _integer(
+            env, "ASSET_MATERIALIZER_REFRESH_INTERVAL_MS", 600_000, 0
+        ),
+    }
+
+
+def _name(variable: str, raw: str | None) -> str:
+    if raw is None or raw == "":
+        return "apphub_event_ingress_queue"
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", raw):
+        raise SettingsError(f"{variable} must be 1-200 characters of letters, digits, _.:-")
+    return raw
 
 
 def _database_url(raw: str | None, data_dir: Path) -> str:

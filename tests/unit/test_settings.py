@@ -65,8 +65,56 @@ def test_operator_tokens_parse_scopes() -> None:
             "APPHUB_OPERATOR_TOKENS[0].scopes",
         ),
         ({"APPHUB_LOG_FORMAT": "xml"}, "APPHUB_LOG_FORMAT"),
+        ({"APPHUB_HEARTBEAT_TIMEOUT_MS": "soon"}, "APPHUB_HEARTBEAT_TIMEOUT_MS"),
+        ({"APPHUB_RUN_CONCURRENCY": "0"}, "APPHUB_RUN_CONCURRENCY"),
+        ({"EVENT_SOURCE_RATE_LIMITS": "{}"}, "EVENT_SOURCE_RATE_LIMITS"),
+        ({"APPHUB_EVENT_QUEUE_NAME": "a queue"}, "APPHUB_EVENT_QUEUE_NAME"),
+        ({"ASSET_MATERIALIZER_BASE_BACKOFF_MS": "-5"}, "ASSET_MATERIALIZER_BASE_BACKOFF_MS"),
+        ({"ASSET_MATERIALIZER_REFRESH_INTERVAL_MS": "x"}, "ASSET_MATERIALIZER_REFRESH_INTERVAL_MS"),
+        (
+            {
+                "ASSET_MATERIALIZER_BASE_BACKOFF_MS": "5000",
+                "ASSET_MATERIALIZER_MAX_BACKOFF_MS": "10",
+            },
+            "ASSET_MATERIALIZER_MAX_BACKOFF_MS",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match="^" + re.escape(variable)):
         Settings.from_env(env)
+
+
+def test_tuning_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "APPHUB_HEARTBEAT_TIMEOUT_MS": "3000",
+            "APPHUB_RUN_CONCURRENCY": "7",
+            "APPHUB_JOB_CONCURRENCY": "3",
+            "APPHUB_RECONCILE_INTERVAL_MS": "1000",
+            "EVENT_SOURCE_RATE_LIMITS": json.dumps(
+                [{"source": "svc", "limit": 2, "intervalMs": 1000, "pauseMs": 0}]
+            ),
+            "APPHUB_EVENT_QUEUE_NAME": "events-b",
+            "EVENT_INGRESS_CONCURRENCY": "9",
+            "APPHUB_EVENT_RETENTION_DAYS": "2",
+            "ASSET_MATERIALIZER_BASE_BACKOFF_MS": "50",
+            "ASSET_MATERIALIZER_MAX_BACKOFF_MS": "400",
+            "ASSET_MATERIALIZER_REFRESH_INTERVAL_MS": "0",
+        }
+    )
+    assert (settings.heartbeat_timeout_ms, settings.run_concurrency) == (3000, 7)
+    assert (settings.job_concurrency, settings.reconcile_interval_ms) == (3, 1000)
+    assert [rule.source for rule in settings.event_rate_limits] == ["svc"]
+    assert (settings.event_queue_name, settings.event_ingress_concurrency) == ("events-b", 9)
+    assert settings.event_retention_days == 2
+    assert settings.materializer_base_backoff_ms == 50
+    assert settings.materializer_max_backoff_ms == 400
+    assert settings.materializer_refresh_interval_ms == 0
+
+
+def test_materializer_defaults_are_the_contract_s() -> None:
+    settings = Settings.from_env({})
+    assert settings.materializer_base_backoff_ms == 120_000
+    assert settings.materializer_max_backoff_ms == 1_800_000
+    assert settings.materializer_refresh_interval_ms == 600_000

@@ -14,19 +14,24 @@ from apphub.store.tables import (
 
 
 async def heartbeat(connection: AsyncConnection, worker_id: str, now: datetime) -> list[str]:
-    """Prove this worker alive for all it holds; returns its runs that have a cancel request."""
-    await connection.execute(
-        update(job_runs)
-        .where(job_runs.c.claimed_by == worker_id, job_runs.c.status == "running")
-        .values(heartbeat_at=now)
-    )
+    """Prove this worker alive for all it holds; returns its runs that have a cancel request.
+
+    Workflow runs are locked before job runs, the order a driver's transaction takes them
+    in: the other order deadlocks with it on PostgreSQL.
+    """
     rows = await connection.execute(
         update(workflow_runs)
         .where(workflow_runs.c.claimed_by == worker_id, workflow_runs.c.status == "running")
         .values(heartbeat_at=now)
         .returning(workflow_runs.c.id, workflow_runs.c.cancel_requested_at)
     )
-    return [row.id for row in rows if row.cancel_requested_at is not None]
+    canceled = [row.id for row in rows if row.cancel_requested_at is not None]
+    await connection.execute(
+        update(job_runs)
+        .where(job_runs.c.claimed_by == worker_id, job_runs.c.status == "running")
+        .values(heartbeat_at=now)
+    )
+    return canceled
 
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
@@ -44,15 +49,16 @@ async def release_all_claims(connection: AsyncConnection) -> None:
 
 async def release_claims_of(connection: AsyncConnection, worker_id: str) -> list[str]:
     """Let go of one worker's runs and job runs (it is shutting down); returns the run ids."""
-    await connection.execute(
-        update(job_runs)
-        .where(job_runs.c.claimed_by == worker_id)
-        .values(claimed_by=None, heartbeat_at=LONG_AGO)
-    )
     rows = await connection.execute(
         update(workflow_runs)
         .where(workflow_runs.c.claimed_by == worker_id)
         .values(claimed_by=None, heartbeat_at=LONG_AGO)
         .returning(workflow_runs.c.id)
     )
-    return list(rows.scalars())
+    released = list(rows.scalars())
+    await connection.execute(
+        update(job_runs)
+        .where(job_runs.c.claimed_by == worker_id)
+        .values(claimed_by=None, heartbeat_at=LONG_AGO)
+    )
+    return released
