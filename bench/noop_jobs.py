@@ -13,3 +13,8 @@ async def noop(ctx: JobContext) -> dict[str, Any]:
 
 def sync_noop(ctx: JobContext) -> dict[str, Any]:
     return {}
+
+
+async def produce(ctx: JobContext) -> dict[str, Any]:
+    """Report the assets the step's parameters list as produced."""
+    return {"assets": ctx.parameters.get("assets", [])}

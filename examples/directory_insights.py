@@ -1,7 +1,9 @@
 """Directory insights: scan a tree, report on it in HTML, and archive the report.
 
 Two workflows share one asset: `directory-insights-report` produces
-`directory.insights.report`, which `directory-insights-archive` consumes.
+`directory.insights.report`, which `directory-insights-archive` consumes. The asset
+materializer keeps them fresh: the archive runs by itself whenever a new report is produced
+(`onUpstreamUpdate`), and the report is refreshed once its hourly cadence runs out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from apphub.runtime import JobContext
 SKIPPED_DIRECTORIES = {"node_modules", "__pycache__"}
 REPORT_ASSET = "directory.insights.report"
 ARCHIVE_ASSET = "directory.insights.archive"
+REPORT_CADENCE_MS = 3_600_000
+"""A report older than an hour is produced again (with the workflow's default parameters)."""
 
 
 def data_dir() -> Path:
@@ -178,6 +182,8 @@ report_workflow.step(
                     "generatedAt": {"type": "string"},
                 },
             },
+            "freshness": {"cadenceMs": REPORT_CADENCE_MS},
+            "autoMaterialize": {},
         }
     ],
 )
@@ -191,5 +197,5 @@ archive_workflow.step(
     "archive",
     archive,
     consumes=[{"assetId": REPORT_ASSET}],
-    produces=[{"assetId": ARCHIVE_ASSET}],
+    produces=[{"assetId": ARCHIVE_ASSET, "autoMaterialize": {"onUpstreamUpdate": True}}],
 )

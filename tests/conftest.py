@@ -11,16 +11,20 @@ import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from apphub.api.app import create_app
+from apphub.engine.services import EngineServices
 from apphub.security import OperatorToken, Principal
 from apphub.settings import Settings
 from apphub.store.database import Database, open_database
@@ -141,16 +145,41 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def api(database: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the ASGI app with its embedded worker, sending the admin token."""
-    settings = Settings(
-        database_url=str(database.engine.url), data_dir=tmp_path, operator_tokens=TEST_TOKENS
+@dataclass
+class Hub:
+    """An app instance on a test database and an HTTP client on it (admin token)."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def services(self) -> EngineServices:
+        services: EngineServices = self.app.state.apphub.services
+        return services
+
+
+@asynccontextmanager
+async def open_hub(
+    database: Database, tmp_path: Path, *, workers: bool = True, **settings: Any
+) -> AsyncIterator[Hub]:
+    """The app with its embedded workers (unless `workers=False`), as `make run` serves it."""
+    config = Settings(
+        database_url=str(database.engine.url),
+        data_dir=tmp_path,
+        operator_tokens=TEST_TOKENS,
+        **settings,
     )
-    app = create_app(settings, database=database, workers=True)
+    app = create_app(config, database=database, workers=workers)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://apphub.test", headers=bearer(ADMIN_TOKEN)
         ) as client:
-            yield client
+            yield Hub(app, client)
+
+
+@pytest.fixture
+async def api(database: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the ASGI app with its embedded worker, sending the admin token."""
+    async with open_hub(database, tmp_path) as hub:
+        yield hub.client

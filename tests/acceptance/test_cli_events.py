@@ -7,7 +7,7 @@ import select
 import signal
 import subprocess
 import sys
-import time
+import threading
 from typing import Any
 
 import httpx
@@ -163,12 +163,16 @@ def test_ingress_process_starts_and_stops_on_sigterm(server: Server) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    watchdog = threading.Timer(30, process.kill)  # a process that never says it runs fails
+    watchdog.start()
     try:
-        time.sleep(1.5)
-        assert process.poll() is None, process.communicate()[0]
+        assert process.stdout is not None
+        ready = process.stdout.readline()  # blocks until the process says it runs
+        assert "apphub events running" in ready, ready + process.communicate()[0]
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=10)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
             process.communicate()

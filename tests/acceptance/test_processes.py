@@ -7,106 +7,17 @@ their queues cannot meet another test run's.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import redis
-from sqlalchemy import text
 
-from apphub.store.database import open_database
-from apphub.store.tables import metadata
-from tests.acceptance.conftest import Process, apphub_env, free_port, start_apphub
+from tests.acceptance.conftest import Cluster, apphub_env, free_port
 from tests.runs import FIXTURES
 
 ENDED = {"succeeded", "failed", "canceled"}
-
-
-class Cluster:
-    """An API process and any number of worker processes, sharing one database and Redis."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], port: int) -> None:
-        self.workdir, self.env, self.port = workdir, env, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.processes: list[Process] = []
-
-    def start(self, args: list[str], name: str) -> Process:
-        process = start_apphub(args, self.env, self.workdir, name)
-        self.processes.append(process)
-        return process
-
-    @property
-    def headers(self) -> dict[str, str]:
-        token = (self.workdir / ".apphub" / "operator-token").read_text().strip()
-        return {"Authorization": f"Bearer {token}"}
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = httpx.post(self.url + path, json=body, headers=self.headers, timeout=30)
-        assert response.status_code in (201, 202), response.text
-        data: dict[str, Any] = response.json()["data"]
-        return data
-
-    def runs(self) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = httpx.get(
-            f"{self.url}/workflow-runs?limit=200", timeout=30
-        ).json()["data"]
-        return runs
-
-    def wait_all_ended(self, count: int, timeout: float) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        runs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            runs = self.runs()
-            if len(runs) >= count and all(run["status"] in ENDED for run in runs):
-                return runs
-            time.sleep(0.2)
-        statuses = Counter(run["status"] for run in runs)
-        logs = "\n".join(p.log_path.read_text()[-3000:] for p in self.processes)
-        raise AssertionError(f"runs did not end in {timeout}s: {statuses}\n{logs}")
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.stop()
-
-
-@pytest.fixture
-async def postgres_database(postgres_url: str) -> str:
-    """The session's PostgreSQL database, emptied: the scaled mode's only database."""
-    database = open_database(postgres_url)
-    tables = ", ".join(table.name for table in metadata.sorted_tables)
-    async with database.write() as connection:
-        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    await database.dispose()
-    return postgres_url
-
-
-@pytest.fixture
-def cluster(postgres_database: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    redis_db = random.randint(1, 15)
-    scaled_redis = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
-    redis.Redis.from_url(scaled_redis).flushdb()
-    port = free_port()
-    env = apphub_env(tmp_path, port, postgres_database)
-    env |= {
-        "REDIS_URL": scaled_redis,
-        "APPHUB_HEARTBEAT_TIMEOUT_MS": "3000",
-        "APPHUB_RECONCILE_INTERVAL_MS": "1000",
-        "APPHUB_RUN_CONCURRENCY": "10",
-    }
-    cluster = Cluster(tmp_path, env, port)
-    cluster.start(["serve", "--no-workers"], "api").wait_healthy(cluster.url)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        client = redis.Redis.from_url(scaled_redis)
-        client.flushdb()
-        client.close()
 
 
 def _register(cluster: Cluster, log_file: Path, sleep: float, retry: bool) -> None:

@@ -41,6 +41,7 @@ def test_readme_tour_runs_as_written(server_with_examples: Server) -> None:
     assert output.count('"status": "succeeded"') >= 2
     assert '"slug":"count-bytes"' in output
     assert "hello: succeeded" in output
+    assert "newest decision: launched (upstream-update)" in output
     assert '"reason":"cycle_detected"' in output
     assert '"version":2' in output
     assert '"action":"workflow.update"' in output

@@ -18,9 +18,14 @@ from tests.conftest import Backend, _admin
 EXPECTED_TABLES = {
     "alembic_version",
     "audit_logs",
+    "durable_timers",
     "event_saved_views",
     "job_definitions",
     "job_runs",
+    "materializer_claims",
+    "materializer_cooldowns",
+    "materializer_decisions",
+    "materializer_events",
     "metric_counters",
     "workflow_asset_declarations",
     "workflow_asset_partition_parameters",
@@ -66,6 +71,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0005"
+        assert version == "0006"
     finally:
         await database.dispose()

@@ -17,6 +17,7 @@ from apphub.api.errors import install_error_handlers
 from apphub.api.routes import (
     admin,
     assets,
+    automation,
     events,
     health,
     jobs,
@@ -90,15 +91,19 @@ def create_app(
         try:
             await migrate(services.database)
             if definitions is not None:
-                await register_definitions(services.database, definitions)
+                await register_definitions(
+                    services.database, definitions, events=services.ingress.process_soon
+                )
             app.state.apphub = AppState(settings, services, token_registry(settings))
             if public_url and settings.inline:
                 services.child_env = child_publisher_env(settings, public_url)
             if workers:
                 worker = Worker(services, embedded=_embedded(settings, services))
                 ingress = IngressWorker(settings, services.database, services.ingress)
+                materializer = services.materializer()
                 worker_task = asyncio.create_task(
-                    _run_all(worker.run(), ingress.run()), name="apphub-workers"
+                    _run_all(worker.run(), ingress.run(), materializer.run()),
+                    name="apphub-workers",
                 )
             log.info(
                 "apphub ready",
@@ -121,7 +126,19 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    routers = (health, jobs, workflows, runs, assets, events, saved_views, observability, admin, ws)
+    routers = (
+        health,
+        jobs,
+        workflows,
+        runs,
+        assets,
+        automation,
+        events,
+        saved_views,
+        observability,
+        admin,
+        ws,
+    )
     for module in routers:
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -134,13 +151,15 @@ async def _run_all(*loops: Coroutine[Any, Any, None]) -> None:
             group.create_task(loop)
 
 
-async def register_definitions(database: Database, definitions: Definitions) -> None:
+async def register_definitions(
+    database: Database, definitions: Definitions, *, events: registry.EventSink | None = None
+) -> None:
     """Create or update what the definitions module declares; unchanged ones are left alone."""
     for job in definitions.jobs:
         outcome = await registry.upsert_job(database, job)
         log.info("job definition", slug=job.slug, outcome=outcome)
     for workflow in definitions.workflows:
-        outcome = await registry.upsert_workflow(database, workflow)
+        outcome = await registry.upsert_workflow(database, workflow, events=events)
         log.info("workflow definition", slug=workflow.slug, outcome=outcome)
 
 

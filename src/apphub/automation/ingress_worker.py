@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 
 import structlog
 from pydantic import ValidationError
 
+from apphub.automation.batching import Batcher
 from apphub.automation.ingress import EventIngress
+from apphub.automation.loops import every
 from apphub.domain.events import EventEnvelope
 from apphub.queue import create_queue
 from apphub.settings import Settings
@@ -25,41 +26,12 @@ log = structlog.get_logger(__name__)
 PRUNE_INTERVAL_S = 3600.0
 
 
-class _Batcher:
-    """Messages handled at the same time share one transaction; each waits for its commit."""
-
-    def __init__(self, ingress: EventIngress) -> None:
-        self._ingress = ingress
-        self._pending: list[tuple[EventEnvelope, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def submit(self, envelope: EventEnvelope) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((envelope, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let every handler that is ready add its event first
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._ingress.ingest([envelope for envelope, _ in batch])
-            except Exception as error:
-                for _, done in batch:
-                    done.set_exception(error)
-            else:
-                for _, done in batch:
-                    done.set_result(None)
-
-
 class IngressWorker:
     def __init__(self, settings: Settings, database: Database, ingress: EventIngress) -> None:
         self.settings = settings
         self.database = database
         self.ingress = ingress
-        self._batcher = _Batcher(ingress)
+        self._batcher: Batcher[EventEnvelope] = Batcher(self._ingest)
 
     async def run(self) -> None:
         await self.repair_once()
@@ -67,8 +39,8 @@ class IngressWorker:
             if not self.settings.inline:
                 group.create_task(self._consume())
             interval = self.settings.reconcile_interval_ms / 1000
-            group.create_task(_every(interval, self.repair_once))
-            group.create_task(_every(PRUNE_INTERVAL_S, self.prune_once))
+            group.create_task(every(interval, self.repair_once, "ingress repair"))
+            group.create_task(every(PRUNE_INTERVAL_S, self.prune_once, "event retention"))
 
     async def handle(self, item: str) -> None:
         """One queue message: `{"event": envelope}` from a queue-mode publisher."""
@@ -78,6 +50,9 @@ class IngressWorker:
             log.warning("event refused", error=str(error)[:500])
             return
         await self._batcher.submit(envelope)
+
+    async def _ingest(self, envelopes: list[EventEnvelope]) -> None:
+        await self.ingress.ingest(envelopes)
 
     async def repair_once(self) -> int:
         deferred = await self.ingress.process_due_deferred()
@@ -96,12 +71,3 @@ class IngressWorker:
             await queue.consume(self.handle, concurrency=self.settings.event_ingress_concurrency)
         finally:
             await queue.close()
-
-
-async def _every(seconds: float, step: Callable[[], Awaitable[int]]) -> None:
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await step()
-        except Exception:
-            log.exception("ingress loop step failed")

@@ -104,7 +104,13 @@ def worker() -> None:
     """Run the orchestrator only: drive workflow runs and job runs from the queues."""
     from apphub.engine.worker import Worker
 
-    run_process(lambda services: Worker(services).run())
+    run_process("worker", lambda services: Worker(services).run())
+
+
+@app.command()
+def materializer() -> None:
+    """Run the asset materializer only (scaled mode): auto-materialize on events and timers."""
+    run_process("materializer", lambda services: services.materializer().run())
 
 
 @app.command()

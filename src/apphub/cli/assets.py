@@ -166,3 +166,62 @@ def _add_assets(node: Tree, produced: list[dict[str, Any]]) -> None:
         branch = node.add(label)
         for consumer in asset["consumers"]:
             branch.add(Text(f"→ {consumer['workflowSlug']}/{consumer['stepId']}"))
+
+
+@assets.command("why")
+def why(
+    asset: str,
+    limit: Annotated[int, typer.Option(help="How many decisions (newest first).")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Why an asset was (or was not) auto-materialized: its producers' policies, the
+    materializer's recent decisions about it, and its next freshness expiries."""
+    answer = _client().get(f"/assets/{asset}/automation", params={"limit": limit})
+    if as_json:
+        _print_json(answer)
+        return
+    console.print(Text(f"asset {answer['assetId']}", style="bold"))
+    for policy in answer["producers"]:
+        console.print(f"  produced by {escape(policy['workflowSlug'])}: {_policy(policy)}")
+    for expiry in answer["nextExpiries"]:
+        console.print(
+            f"  next {expiry['reason']} expiry at {expiry['dueAt']}"
+            + escape(_partition(expiry["partitionKey"]))
+        )
+    decisions = answer["decisions"]
+    if not decisions:
+        console.print("  no decisions yet: no event concerning it has reached the materializer")
+        return
+    newest = decisions[0]
+    console.print(
+        f"  newest decision: {newest['outcome']} ({newest['reason']}): "
+        f"{escape(newest['explanation'])}"
+    )
+    table = Table("at", "event", "workflow", "partition", "outcome", "reason", "run id")
+    for row in decisions:
+        table.add_row(
+            row["at"],
+            row["eventType"],
+            row["workflowSlug"],
+            escape(row["partitionKey"] or ""),
+            row["outcome"],
+            row["reason"],
+            row["runId"] or "",
+        )
+    console.print(table)
+
+
+def _policy(policy: dict[str, Any]) -> str:
+    if not policy["hasBlock"]:
+        return "no autoMaterialize block (the materializer leaves it alone)"
+    if not policy["enabled"]:
+        return "autoMaterialize disabled"
+    parts = ["on upstream update" if policy["onUpstreamUpdate"] else "no upstream trigger"]
+    if policy["expiring"]:
+        parts.append("expires: " + ", ".join(policy["expiring"]))
+    parts.append(f"priority {policy['priority']}")
+    return "; ".join(parts)
+
+
+def _partition(key: str | None) -> str:
+    return f" (partition {key})" if key else ""

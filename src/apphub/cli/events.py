@@ -57,7 +57,10 @@ def ingress(ctx: typer.Context) -> None:
     from apphub.automation.ingress_worker import IngressWorker
 
     run_process(
-        lambda services: IngressWorker(services.settings, services.database, services.ingress).run()
+        "events",
+        lambda services: IngressWorker(
+            services.settings, services.database, services.ingress
+        ).run(),
     )
 
 

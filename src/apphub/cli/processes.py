@@ -1,11 +1,13 @@
-"""Running a long-lived apphub process (worker, event ingress) until SIGTERM or Ctrl-C."""
+"""Running a long-lived apphub process (worker, event ingress, materializer) until stopped."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from apphub.logs import configure_logging
@@ -15,15 +17,25 @@ if TYPE_CHECKING:
     from apphub.engine.services import EngineServices
 
 
-def run_process(loop: Callable[[EngineServices], Awaitable[None]]) -> None:
-    """Open the services, migrate, run `loop`; SIGTERM and Ctrl-C stop it cleanly."""
+def run_process(name: str, loop: Callable[[EngineServices], Awaitable[None]]) -> None:
+    """Open the services, migrate, run `loop`; SIGTERM and Ctrl-C stop it cleanly.
+
+    A SIGTERM that arrives while the process is still starting stops it cleanly too.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings, loop))
+        asyncio.run(_serve(name, settings, loop))
 
 
-async def _serve(settings: Settings, loop: Callable[[EngineServices], Awaitable[None]]) -> None:
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+async def _serve(
+    name: str, settings: Settings, loop: Callable[[EngineServices], Awaitable[None]]
+) -> None:
     from apphub.engine.services import EngineServices
     from apphub.store.migrate import migrate
 
@@ -33,6 +45,7 @@ async def _serve(settings: Settings, loop: Callable[[EngineServices], Awaitable[
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         await migrate(services.database)
+        print(f"apphub {name} running (SIGTERM or Ctrl-C stops it)", file=sys.stderr, flush=True)
         await loop(services)
     except asyncio.CancelledError:
         pass  # the loop hands back what it held on its way out

@@ -37,6 +37,16 @@ def iso_ms(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def to_ms(value: datetime) -> datetime:
+    """`value` cut to whole milliseconds, the precision of every time on the wire."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def parse_iso(value: str) -> datetime:
+    """The inverse of `iso_ms` (any ISO-8601 time with an offset or `Z`)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from apphub.domain.assets import AssetDeclaration, asset_key
+from apphub.domain.base import to_ms
 from apphub.domain.partitions import key_problem
 
 
@@ -116,15 +117,17 @@ def schema_problem(schema: dict[str, Any], payload: Any) -> str | None:
 
 
 def _moment(value: Any, now: datetime) -> datetime | None:
+    """When the asset was produced, in milliseconds: the precision `asset.produced` carries,
+    so a stored production and its event compare equal."""
     if value is None:
-        return now
+        return to_ms(now)
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return to_ms(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def _partition_note(key: str | None) -> str:

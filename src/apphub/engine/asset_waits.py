@@ -18,16 +18,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.domain.assets import AssetDeclaration, asset_key
-from apphub.domain.base import iso_ms
+from apphub.domain.base import iso_ms, parse_iso
 from apphub.domain.errors import ApphubError
 from apphub.domain.parameters import merge_parameters
 from apphub.domain.planning import Plan
-from apphub.domain.requests import WorkflowRunRequest
+from apphub.domain.requests import WorkflowRunRequest, workflow_run_values
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.engine.records import StepRecord
 from apphub.engine.run_state import WAITING_FOR_ASSET as WAITING
 from apphub.engine.run_state import RunState
-from apphub.engine.runs import workflow_run_values
 from apphub.engine.runtimes import JobOutcome
 from apphub.store import assets as asset_store
 from apphub.store import workflows as workflow_store
@@ -225,13 +224,13 @@ def _stop_waiting(record: StepRecord) -> None:
 
 def _started_waiting(record: StepRecord, now: datetime) -> datetime:
     since = (record.metrics or {}).get("waitingSince")
-    return datetime.fromisoformat(since.replace("Z", "+00:00")) if since else now
+    return parse_iso(since) if since else now
 
 
 def _deadline(state: RunState, record: StepRecord, now: datetime) -> datetime:
     stored = (record.metrics or {}).get("waitDeadline")
     if stored:
-        return datetime.fromisoformat(stored.replace("Z", "+00:00"))
+        return parse_iso(stored)
     spec, _ = state.spec_of(record)
     job = state.launcher.jobs.get(getattr(spec, "job_slug", ""))
     timeout_ms = spec.timeout_ms or (job.timeout_ms if job else None) or DEFAULT_WAIT_MS

@@ -24,12 +24,12 @@ from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, plan
+from apphub.domain.requests import pending_run
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.engine.asset_waits import consumed, hold, load_facts
 from apphub.engine.records import Transition
 from apphub.engine.run_state import RunState
-from apphub.engine.runs import pending_run
 from apphub.engine.runtimes import JobOutcome, run_job
 from apphub.queue import JobQueue
 from apphub.store import assets as asset_store

@@ -6,15 +6,18 @@ way whichever door it used.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apphub.automation.ingress import event_row
 from apphub.domain.assets import declaration_record
-from apphub.domain.base import utc_now
+from apphub.domain.base import iso_ms, utc_now
 from apphub.domain.dag import Dag, StepNode, build_dag
 from apphub.domain.errors import DefinitionError, NotFoundError
+from apphub.domain.events import EventEnvelope
 from apphub.domain.jobs import JobDefinition, JobSpec, JobSpecFields
 from apphub.domain.workflows import (
     FanoutStep,
@@ -23,10 +26,14 @@ from apphub.domain.workflows import (
     WorkflowSpecFields,
     job_slugs,
 )
+from apphub.store import events as event_store
 from apphub.store import jobs as job_store
 from apphub.store import workflows as workflow_store
 from apphub.store.database import Database
 from apphub.store.rows import new_id
+
+EventSink = Callable[[Sequence[Any]], None]
+"""Where the event rows a change stored go to be processed (the ingress's `process_soon`)."""
 
 
 async def create_job(database: Database, spec: JobSpec) -> JobDefinition:
@@ -45,7 +52,9 @@ async def update_job(database: Database, slug: str, changes: dict[str, Any]) -> 
         return await job_store.replace_job(connection, current, spec, utc_now())
 
 
-async def create_workflow(database: Database, spec: WorkflowSpec) -> WorkflowDefinition:
+async def create_workflow(
+    database: Database, spec: WorkflowSpec, *, events: EventSink | None = None
+) -> WorkflowDefinition:
     dag = _dag_of(spec)
     async with database.write() as connection:
         await _check_jobs_exist(connection, spec)
@@ -57,11 +66,14 @@ async def create_workflow(database: Database, spec: WorkflowSpec) -> WorkflowDef
         await workflow_store.replace_asset_declarations(
             connection, definition.id, asset_records(spec), now
         )
-        return definition
+        stored = await _record_change(connection, definition, "created")
+    if events is not None:
+        events(stored)
+    return definition
 
 
 async def update_workflow(
-    database: Database, slug: str, changes: dict[str, Any]
+    database: Database, slug: str, changes: dict[str, Any], *, events: EventSink | None = None
 ) -> WorkflowDefinition:
     async with database.write() as connection:
         current = await workflow_store.get_workflow(connection, slug)
@@ -83,7 +95,29 @@ async def update_workflow(
         await workflow_store.replace_asset_declarations(
             connection, definition.id, asset_records(spec), definition.updated_at
         )
-        return definition
+        stored = await _record_change(connection, definition, "updated")
+    if events is not None:
+        events(stored)
+    return definition
+
+
+async def _record_change(
+    connection: AsyncConnection, definition: WorkflowDefinition, change: str
+) -> list[Any]:
+    """`workflow.definition.<change>`, stored with the change: the materializer's graph follows."""
+    event = EventEnvelope.model_validate(
+        {
+            "type": f"workflow.definition.{change}",
+            "source": "apphub.registry",
+            "occurredAt": iso_ms(definition.updated_at),
+            "payload": {
+                "workflowDefinitionId": definition.id,
+                "workflowSlug": definition.slug,
+                "version": definition.version,
+            },
+        }
+    )
+    return await event_store.insert_events(connection, [event_row(event, utc_now())])
 
 
 Upserted = Literal["created", "updated", "unchanged"]
@@ -104,17 +138,20 @@ async def upsert_job(database: Database, spec: JobSpec) -> Upserted:
     return "updated"
 
 
-async def upsert_workflow(database: Database, spec: WorkflowSpec) -> Upserted:
+async def upsert_workflow(
+    database: Database, spec: WorkflowSpec, *, events: EventSink | None = None
+) -> Upserted:
     async with database.read() as connection:
         current = await workflow_store.get_workflow(connection, spec.slug)
     if current is None:
-        await create_workflow(database, spec)
+        await create_workflow(database, spec, events=events)
         return "created"
     fields = set(WorkflowSpecFields.model_fields)
     wanted = _comparable(spec.model_dump(mode="json", include=fields))
     if _comparable(current.model_dump(mode="json", include=fields)) == wanted:
         return "unchanged"
-    await update_workflow(database, spec.slug, spec.model_dump(mode="json", include=fields))
+    changes = spec.model_dump(mode="json", include=fields)
+    await update_workflow(database, spec.slug, changes, events=events)
     return "updated"
 
 

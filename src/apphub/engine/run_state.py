@@ -20,6 +20,7 @@ from apphub.domain.workflows import FanoutStep, WorkflowDefinition
 from apphub.engine.assets import RunIdentity, produced_event, production_row
 from apphub.engine.launch import Launcher, StepSpec
 from apphub.engine.records import StepRecord, Transition, job_run_view
+from apphub.engine.run_events import announces_end, run_ended_event
 from apphub.engine.runtimes import JobInvocation, JobOutcome
 from apphub.store.rows import new_id
 
@@ -306,6 +307,10 @@ class RunState:
             "claimed_by": None,
         }
         self.change.frames.append(frame(f"workflow.run.{values['status']}", self.run_view()))
+        run = self.launcher.run
+        if announces_end(run):
+            ended = run_ended_event(run, values["status"], self.workflow.slug, self.started_at, now)
+            self.change.events.append(ended)
 
     def _output(self) -> Any:
         """The run's output: its shared context, else the last succeeded step's result."""

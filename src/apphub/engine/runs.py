@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from apphub.automation.ingress import event_row
 from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.errors import ConflictError, NotFoundError
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.parameters import check_parameters, merge_parameters
-from apphub.domain.partitions import check_run_partition
-from apphub.domain.requests import JobRunRequest, WorkflowRunRequest
+from apphub.domain.requests import (
+    JobRunRequest,
+    WorkflowRunRequest,
+    pending_run,
+    workflow_run_values,
+)
 from apphub.domain.runs import JobRun, WorkflowRun
-from apphub.domain.workflows import WorkflowDefinition
+from apphub.engine.run_events import announces_end, run_ended_event
 from apphub.engine.services import EngineServices
+from apphub.store import events as event_store
 from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
 from apphub.store import workflow_runs as run_store
@@ -21,38 +27,6 @@ from apphub.store import workflows as workflow_store
 from apphub.store.rows import camel_row, new_id
 
 RUN_KEY_TAKEN = "run key already pending or running"
-
-
-def workflow_run_values(
-    workflow: WorkflowDefinition, request: WorkflowRunRequest, run_id: str | None = None
-) -> dict[str, Any]:
-    """The row of a new pending run; parameters are checked against the workflow's schema."""
-    parameters = merge_parameters(workflow.default_parameters, request.parameters)
-    check_parameters(workflow.parameters_schema, parameters)
-    check_run_partition(workflow.steps, request.partition_key)
-    now = utc_now()
-    return {
-        "id": run_id or new_id(),
-        "workflow_definition_id": workflow.id,
-        "status": "pending",
-        "parameters": parameters,
-        "context": {"shared": {}},
-        "workflow_snapshot": workflow.model_dump(mode="json"),
-        "metrics": {"totalSteps": len(workflow.steps), "completedSteps": 0},
-        "triggered_by": request.triggered_by,
-        "trigger": request.trigger or {"type": request.triggered_by},
-        "partition_key": request.partition_key,
-        "run_key": request.run_key,
-        "run_key_normalized": request.run_key.lower() if request.run_key else None,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def pending_run(values: dict[str, Any], workflow_slug: str) -> WorkflowRun:
-    record = camel_row(values) | {"workflowSlug": workflow_slug}
-    record["context"] = {"shared": {}, "steps": {}}
-    return WorkflowRun.model_validate(record)
 
 
 async def start_workflow_run(
@@ -108,9 +82,15 @@ def job_run_values(job: JobDefinition, requested: dict[str, Any]) -> dict[str, A
 
 async def cancel_workflow_run(services: EngineServices, run_id: str) -> WorkflowRun:
     """Cancel a run: at once if no worker holds it, else its worker stops it (202 either way)."""
+    now = utc_now()
+    events: list[Any] = []
     async with services.database.write() as connection:
-        outcome = await run_store.request_cancel(connection, run_id, utc_now())
+        outcome = await run_store.request_cancel(connection, run_id, now)
         run = await run_store.get_workflow_run(connection, run_id)
+        if outcome == "canceled" and run is not None and announces_end(run):
+            ended = run_ended_event(run, "canceled", run.workflow_slug, run.started_at, now)
+            events = await event_store.insert_events(connection, [event_row(ended, now)])
+    services.ingress.process_soon(events)
     if run is None:
         raise NotFoundError("workflow run not found")
     if outcome is None:

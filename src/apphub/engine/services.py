@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from apphub.automation.ingress import EventIngress
+from apphub.automation.ingress import EventIngress, EventSubscriber
+from apphub.automation.materializer import MATERIALIZER_QUEUE, TIMER_QUEUE, Materializer, wants
+from apphub.automation.timers import TimerService
 from apphub.bus import Broadcaster, create_broadcaster
 from apphub.bus.frames import FramePublisher
 from apphub.bus.publisher import register_local_ingest, unregister_local_ingest
+from apphub.domain.materialize import Backoff
 from apphub.domain.ratelimits import RateLimiter
 from apphub.queue import JobQueue, create_queue
 from apphub.settings import Settings
@@ -26,6 +30,8 @@ class EngineServices:
     broadcaster: Broadcaster
     frames: FramePublisher
     ingress: EventIngress
+    materializer_queue: JobQueue
+    """Event ids the ingress hands to the asset materializer."""
     owns_database: bool = True
     child_env: dict[str, str] = field(default_factory=dict)
     """Extra environment for job child processes (how they publish events back)."""
@@ -40,6 +46,8 @@ class EngineServices:
         frames = FramePublisher(broadcaster)
         db = database or open_database(settings.database_url)
         ingress = EventIngress(db, frames, RateLimiter(settings.event_rate_limits))
+        materializer_queue = create_queue(MATERIALIZER_QUEUE, settings.redis_url)
+        ingress.subscribers.append(EventSubscriber("materializer", materializer_queue, wants))
         register_local_ingest(ingress.ingest)
         return cls(
             settings=settings,
@@ -49,7 +57,29 @@ class EngineServices:
             broadcaster=broadcaster,
             frames=frames,
             ingress=ingress,
+            materializer_queue=materializer_queue,
             owns_database=database is None,
+        )
+
+    def materializer(self) -> Materializer:
+        """This process's asset materializer (embedded in `serve`, or `apphub materializer`).
+
+        Scaled, its timers are also woken by delayed messages on a shared queue.
+        """
+        settings = self.settings
+        wakeups = None if settings.inline else create_queue(TIMER_QUEUE, settings.redis_url)
+        return Materializer(
+            self.database,
+            self.materializer_queue,
+            self.workflow_queue,
+            self.ingress,
+            self.frames,
+            self.broadcaster,
+            TimerService(self.database, wakeups),
+            Backoff(settings.materializer_base_backoff_ms, settings.materializer_max_backoff_ms),
+            refresh_interval_s=settings.materializer_refresh_interval_ms / 1000,
+            repair_interval_s=settings.reconcile_interval_ms / 1000,
+            retention=timedelta(days=settings.event_retention_days),
         )
 
     async def close(self) -> None:
@@ -58,6 +88,7 @@ class EngineServices:
         await self.frames.close()
         await self.workflow_queue.close()
         await self.job_queue.close()
+        await self.materializer_queue.close()
         await self.broadcaster.close()
         if self.owns_database:
             await self.database.dispose()

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import structlog
 
+from apphub.automation.loops import every
 from apphub.bus.frames import CONTROL_CHANNEL
 from apphub.domain.base import utc_now
 from apphub.domain.workflows import WorkflowDefinition, job_slugs
@@ -75,9 +76,9 @@ class Worker:
                     self.handle_job_run, concurrency=self.settings.job_concurrency
                 )
             )
-            group.create_task(self._every(self.stale_after_s / 4, self.heartbeat_once))
+            group.create_task(every(self.stale_after_s / 4, self.heartbeat_once, "heartbeat"))
             group.create_task(
-                self._every(self.settings.reconcile_interval_ms / 1000, self.reconcile_once)
+                every(self.settings.reconcile_interval_ms / 1000, self.reconcile_once, "reconcile")
             )
             group.create_task(self._listen_for_control())
 
@@ -169,12 +170,3 @@ class Worker:
                     self.cancel(run_id)
                 elif message.get("type") == "wake-run" and run_id in self.drivers:
                     self.drivers[run_id].poke()
-
-    async def _every(self, seconds: float, step: object) -> None:
-        assert callable(step)
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await step()
-            except Exception:
-                log.exception("worker loop step failed", step=getattr(step, "__name__", "?"))

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apphub.domain.asset_graph import Declaration
 from apphub.store.dialect import insert_missing, upsert
 from apphub.store.tables import (
     workflow_asset_declarations,
@@ -155,9 +156,12 @@ async def available_assets(
 
 
 async def declarations(
-    connection: AsyncConnection, asset_keys: Sequence[str] | None = None
+    connection: AsyncConnection,
+    asset_keys: Sequence[str] | None = None,
+    *,
+    workflow_id: str | None = None,
 ) -> list[Any]:
-    """Asset declarations with their workflow's slug; all of them, or for some assets."""
+    """Asset declarations with their workflow's slug; all, for some assets, or one workflow's."""
     query = select(
         workflow_asset_declarations, workflow_definitions.c.slug.label("workflow_slug")
     ).join(
@@ -166,8 +170,29 @@ async def declarations(
     )
     if asset_keys is not None:
         query = query.where(workflow_asset_declarations.c.asset_key.in_(list(asset_keys)))
+    if workflow_id is not None:
+        query = query.where(workflow_asset_declarations.c.workflow_definition_id == workflow_id)
     query = query.order_by(workflow_definitions.c.slug, workflow_asset_declarations.c.id)
     return list(await connection.execute(query))
+
+
+async def graph_declarations(
+    connection: AsyncConnection, *, workflow_id: str | None = None
+) -> list[Declaration]:
+    """Declarations as the materializer's asset graph takes them: all, or one workflow's."""
+    return [
+        Declaration(
+            row.workflow_definition_id,
+            row.workflow_slug,
+            row.step_id,
+            row.direction,
+            row.asset_key,
+            row.freshness,
+            row.auto_materialize,
+            row.asset_id,
+        )
+        for row in await declarations(connection, workflow_id=workflow_id)
+    ]
 
 
 # --- stale marks and partition parameters ----------------------------------------------------

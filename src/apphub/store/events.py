@@ -91,6 +91,15 @@ async def by_id(connection: AsyncConnection, event_id: str) -> Any:
     return (await connection.execute(select(events).where(events.c.id == event_id))).first()
 
 
+async def by_ids(connection: AsyncConnection, event_ids: Sequence[str]) -> list[Any]:
+    """The stored events among these ids, in the order the ids were given."""
+    if not event_ids:
+        return []
+    rows = await connection.execute(select(events).where(events.c.id.in_(list(event_ids))))
+    found = {row.id: row for row in rows}
+    return [found[event_id] for event_id in dict.fromkeys(event_ids) if event_id in found]
+
+
 async def after_seq(connection: AsyncConnection, seq: int, limit: int) -> list[Any]:
     """Processed events stored after `seq`, oldest first (a WebSocket replay)."""
     rows = await connection.execute(

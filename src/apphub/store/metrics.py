@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,44 +105,39 @@ async def read_counters(
     return [Counter(row.name, json.loads(row.labels), float(row.value)) for row in rows]
 
 
-# --- event ingress -------------------------------------------------------------------------
+# --- histograms -----------------------------------------------------------------------------
 
 
-def ingress_increments(samples: Iterable[tuple[str, float]]) -> dict[CounterKey, float]:
-    """Counter increments for admitted events given as (source, lag ms).
+@dataclass(frozen=True, slots=True)
+class HistogramSpec:
+    """A Prometheus histogram kept as counters: cumulative buckets, sum and count."""
 
-    Per source: `apphub_events_ingested_total{source}`. For all: the cumulative buckets, sum
-    and count of the `apphub_event_ingress_lag_ms` histogram (a negative lag, from a
-    publisher's clock running ahead, counts as 0).
-    """
-    increments: dict[CounterKey, float] = {}
+    name: str
+    buckets: tuple[float, ...]
+    """Upper bounds; `+Inf` follows."""
 
-    def add(name: str, labels: Mapping[str, str], value: float) -> None:
-        key = (name, labels_key(labels))
-        increments[key] = increments.get(key, 0.0) + value
+    def observe(self, add: Callable[[str, Mapping[str, str], float], None], value: float) -> None:
+        value = max(0.0, value)  # a clock running ahead of another counts as no time
+        for bound in self.buckets:
+            if value <= bound:
+                add(f"{self.name}_bucket", {"le": _bound(bound)}, 1)
+        add(f"{self.name}_bucket", {"le": INF}, 1)
+        add(f"{self.name}_sum", {}, value)
+        add(f"{self.name}_count", {}, 1)
 
-    for source, lag_ms in samples:
-        lag = max(0.0, lag_ms)
-        add(EVENTS_INGESTED, {"source": source}, 1)
-        for bound in INGRESS_LAG_BUCKETS_MS:
-            if lag <= bound:
-                add(f"{INGRESS_LAG}_bucket", {"le": _bound(bound)}, 1)
-        add(f"{INGRESS_LAG}_bucket", {"le": INF}, 1)
-        add(f"{INGRESS_LAG}_sum", {}, lag)
-        add(f"{INGRESS_LAG}_count", {}, 1)
-    return increments
-
-
-async def record_ingested(
-    connection: AsyncConnection, samples: Sequence[tuple[str, float]], now: datetime
-) -> None:
-    """Count admitted events, given as (source, lag ms), in the caller's transaction."""
-    if samples:
-        await add_to_counters(connection, ingress_increments(samples), now)
-
-
-def _bound(bound: float) -> str:
-    return f"{bound:g}"
+    def read(self, counters: Iterable[Counter]) -> Histogram:
+        """The histogram from its counters; a bucket never reached is 0."""
+        by_le: dict[str, float] = {}
+        total = count = 0.0
+        for counter in counters:
+            if counter.name == f"{self.name}_bucket":
+                by_le[counter.labels.get("le", "")] = counter.value
+            elif counter.name == f"{self.name}_sum":
+                total = counter.value
+            elif counter.name == f"{self.name}_count":
+                count = counter.value
+        bounds = [*(_bound(bound) for bound in self.buckets), INF]
+        return Histogram([(le, by_le.get(le, 0.0)) for le in bounds], total, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +148,50 @@ class Histogram:
     count: float
 
 
+def _bound(bound: float) -> str:
+    return f"{bound:g}"
+
+
+class Increments:
+    """Counter increments collected before one `add_to_counters` call."""
+
+    def __init__(self) -> None:
+        self.values: dict[CounterKey, float] = {}
+
+    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        key = (name, labels_key(labels))
+        self.values[key] = self.values.get(key, 0.0) + value
+
+
+# --- event ingress -------------------------------------------------------------------------
+
+INGRESS_LAG_HISTOGRAM = HistogramSpec(INGRESS_LAG, INGRESS_LAG_BUCKETS_MS)
+
+
+def ingress_increments(samples: Iterable[tuple[str, float]]) -> dict[CounterKey, float]:
+    """Counter increments for admitted events given as (source, lag ms).
+
+    Per source: `apphub_events_ingested_total{source}`. For all: the cumulative buckets, sum
+    and count of the `apphub_event_ingress_lag_ms` histogram (a negative lag, from a
+    publisher's clock running ahead, counts as 0).
+    """
+    increments = Increments()
+    for source, lag_ms in samples:
+        increments.add(EVENTS_INGESTED, {"source": source}, 1)
+        INGRESS_LAG_HISTOGRAM.observe(increments.add, lag_ms)
+    return increments.values
+
+
+async def record_ingested(
+    connection: AsyncConnection, samples: Sequence[tuple[str, float]], now: datetime
+) -> None:
+    """Count admitted events, given as (source, lag ms), in the caller's transaction."""
+    if samples:
+        await add_to_counters(connection, ingress_increments(samples), now)
+
+
 def ingress_lag_histogram(counters: Iterable[Counter]) -> Histogram:
-    """The ingress-lag histogram from its counters; a bucket never reached is 0."""
-    by_le: dict[str, float] = {}
-    total = count = 0.0
-    for counter in counters:
-        if counter.name == f"{INGRESS_LAG}_bucket":
-            by_le[counter.labels.get("le", "")] = counter.value
-        elif counter.name == f"{INGRESS_LAG}_sum":
-            total = counter.value
-        elif counter.name == f"{INGRESS_LAG}_count":
-            count = counter.value
-    bounds = [*(_bound(bound) for bound in INGRESS_LAG_BUCKETS_MS), INF]
-    return Histogram([(le, by_le.get(le, 0.0)) for le in bounds], total, count)
+    return INGRESS_LAG_HISTOGRAM.read(counters)
 
 
 def ingested_by_source(counters: Iterable[Counter]) -> dict[str, float]:
@@ -174,6 +200,39 @@ def ingested_by_source(counters: Iterable[Counter]) -> dict[str, float]:
         for counter in counters
         if counter.name == EVENTS_INGESTED
     }
+
+
+# --- the asset materializer ------------------------------------------------------------------
+
+MATERIALIZER_DECISIONS = "apphub_materializer_decisions_total"
+REACTION_HISTOGRAM = HistogramSpec(
+    "apphub_materializer_reaction_ms", (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 5000)
+)
+"""From an upstream production to the auto run created for it."""
+
+
+async def record_decisions(
+    connection: AsyncConnection,
+    decisions: Sequence[tuple[str, str]],
+    reactions_ms: Sequence[float],
+    now: datetime,
+) -> None:
+    """Count decisions as (outcome, reason), and launch latencies, in the caller's transaction."""
+    increments = Increments()
+    for outcome, reason in decisions:
+        increments.add(MATERIALIZER_DECISIONS, {"outcome": outcome, "reason": reason}, 1)
+    for reaction in reactions_ms:
+        REACTION_HISTOGRAM.observe(increments.add, reaction)
+    if increments.values:
+        await add_to_counters(connection, increments.values, now)
+
+
+def decisions_by_outcome(counters: Iterable[Counter]) -> list[tuple[str, str, float]]:
+    return sorted(
+        (c.labels.get("outcome", ""), c.labels.get("reason", ""), c.value)
+        for c in counters
+        if c.name == MATERIALIZER_DECISIONS
+    )
 
 
 # --- runs ----------------------------------------------------------------------------------

@@ -393,3 +393,97 @@ metric_counters = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 """Counters shared by every process (Prometheus totals stay right with many processes)."""
+
+# --- durable timers and the asset materializer (0006) -----------------------------------------
+
+durable_timers = Table(
+    "durable_timers",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("key", String(500), nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("claimed_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("kind", "key", name="uq_durable_timers_identity"),
+    Index("ix_durable_timers_due", "due_at"),
+)
+"""Everything delayed (freshness expiry, cooldown ends): a row with a due time."""
+
+materializer_events = Table(
+    "materializer_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("event_type", String(256), nullable=False),
+    Column("handled_at", UtcDateTime(), nullable=False),
+    Index(None, "handled_at"),
+)
+"""Events the materializer has handled, written with its decisions: a redelivery is a no-op,
+and an event missing here after its hand-off is found and handled by the repair loop."""
+
+materializer_claims = Table(
+    "materializer_claims",
+    metadata,
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("partition_key", String(200), primary_key=True),
+    Column("workflow_run_id", String(36), nullable=False, unique=True),
+    Column("reason", String(32), nullable=False),
+    Column("cause", Json, nullable=False),
+    Column("claimed_at", UtcDateTime(), nullable=False),
+    Column("follow_up", Json),
+    Column("follow_up_at", UtcDateTime()),
+)
+"""The one in-flight auto run of a (workflow, partition), why it runs, and the newest
+upstream change coalesced into it (its follow-up)."""
+
+materializer_cooldowns = Table(
+    "materializer_cooldowns",
+    metadata,
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("partition_key", String(200), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("next_eligible_at", UtcDateTime()),
+    Column("pending", Json),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+"""Consecutive failures of a (workflow, partition), until when it waits, and the work it is
+owed when the wait is over."""
+
+materializer_decisions = Table(
+    "materializer_decisions",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("event_id", String(200), nullable=False),
+    Column("event_type", String(256), nullable=False),
+    Column("workflow_definition_id", String(36), nullable=False),
+    Column("workflow_slug", String(100), nullable=False),
+    Column("asset_id", String(200), nullable=False),
+    Column("asset_key", String(200), nullable=False),
+    Column("upstream_asset_id", String(200)),
+    Column("partition_key", String(200), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("workflow_run_id", String(36)),
+    Column("at", UtcDateTime(), nullable=False),
+    UniqueConstraint(
+        "event_id",
+        "workflow_definition_id",
+        "partition_key",
+        name="uq_materializer_decisions_identity",
+    ),
+    Index("ix_materializer_decisions_workflow", "workflow_definition_id", "at"),
+    Index("ix_materializer_decisions_asset", "asset_key", "at"),
+)
+"""Why each (event, workflow, partition) did or did not run; a redelivery changes nothing.
+`asset_id` is the asset the workflow would materialize; `upstream_asset_id` what changed."""

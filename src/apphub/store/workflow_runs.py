@@ -35,6 +35,10 @@ def _run_query() -> Select[Any]:
 
 
 async def insert_workflow_run(connection: AsyncConnection, values: dict[str, Any]) -> None:
+    """Insert a run; RunKeyTakenError when an active run holds its run key."""
+    if values.get("run_key_normalized") is None:  # nothing to conflict on: no savepoint
+        await connection.execute(insert(workflow_runs).values(values))
+        return
     try:
         async with connection.begin_nested():
             await connection.execute(insert(workflow_runs).values(values))
@@ -96,6 +100,7 @@ async def list_workflow_runs(
     *,
     workflow_definition_id: str | None = None,
     status: str | None = None,
+    triggered_by: str | None = None,
     limit: int,
     offset: int = 0,
 ) -> list[WorkflowRun]:
@@ -104,6 +109,8 @@ async def list_workflow_runs(
         query = query.where(workflow_runs.c.workflow_definition_id == workflow_definition_id)
     if status is not None:
         query = query.where(workflow_runs.c.status == status)
+    if triggered_by is not None:
+        query = query.where(workflow_runs.c.triggered_by == triggered_by)
     query = query.order_by(workflow_runs.c.created_at.desc(), workflow_runs.c.id.desc())
     rows = (await connection.execute(query.limit(limit).offset(offset))).all()
     return await _with_step_context(connection, rows)

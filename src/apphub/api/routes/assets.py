@@ -11,15 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.api.auth import require
 from apphub.api.schemas import BAD_INPUT, GUARDED, NOT_FOUND, Data
-from apphub.api.state import Db
+from apphub.api.state import Db, Services
+from apphub.automation.ingress import event_row
 from apphub.domain.assets import AssetDeclaration, asset_key
 from apphub.domain.base import ApiModel, JsonObject, UtcTime, utc_now
 from apphub.domain.errors import DefinitionError, NotFoundError
+from apphub.domain.events import EventEnvelope
 from apphub.domain.lineage import Declared, Latest, StaleMark, asset_graph, expired
 from apphub.domain.partitions import key_problem, recent_windows
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.security import Principal
 from apphub.store import assets as asset_store
+from apphub.store import events as event_store
 from apphub.store import workflows as workflow_store
 
 router = APIRouter(tags=["assets"])
@@ -236,13 +239,18 @@ async def graph(database: Db) -> dict[str, Any]:
 async def mark_stale(
     slug: str,
     asset_id: str,
-    database: Db,
+    services: Services,
     principal: Annotated[Principal, require("workflows:run", "asset.mark-stale")],
     request: Annotated[StaleRequest | None, Body()] = None,
 ) -> Response:
-    """Mark an asset (partition) stale; its next production clears the mark."""
+    """Mark an asset (partition) stale; its next production clears the mark.
+
+    An `asset.stale` event is stored with the mark: with an `autoMaterialize` block on the
+    asset, the materializer runs its producer (`reason: "manual-stale"`).
+    """
     request = request or StaleRequest()
-    async with database.write() as connection:
+    now = utc_now()
+    async with services.database.write() as connection:
         workflow = await _workflow(connection, slug)
         declaration = _produced(workflow, asset_id)
         _check_partition(declaration, request.partition_key, required=False)
@@ -255,10 +263,32 @@ async def mark_stale(
                 "partition_key": asset_store.stored_partition(request.partition_key),
                 "note": request.note,
                 "requested_by": principal.subject,
-                "requested_at": utc_now(),
+                "requested_at": now,
             },
         )
+        event = stale_event(workflow, declaration.asset_id, request, principal.subject)
+        stored = await event_store.insert_events(connection, [event_row(event, now)])
+    services.ingress.process_soon(stored)
     return Response(status_code=204)
+
+
+def stale_event(
+    workflow: WorkflowDefinition, asset_id: str, request: StaleRequest, subject: str
+) -> EventEnvelope:
+    return EventEnvelope.model_validate(
+        {
+            "type": "asset.stale",
+            "source": "apphub.api",
+            "payload": {
+                "assetId": asset_id,
+                "workflowDefinitionId": workflow.id,
+                "workflowSlug": workflow.slug,
+                "partitionKey": request.partition_key,
+                "note": request.note,
+                "requestedBy": subject,
+            },
+        }
+    )
 
 
 @router.delete(

@@ -11,8 +11,9 @@ from apphub.api.auth import require
 from apphub.api.event_queries import as_utc, cursor_position, json_path_condition
 from apphub.api.schemas import BAD_INPUT, GUARDED, Data, Page
 from apphub.api.state import Db, Services
-from apphub.automation.ingress import event_view
+from apphub.automation.ingress import INTERNAL_SOURCE_PREFIX, event_view
 from apphub.domain.base import ApiModel, UtcTime, utc_now
+from apphub.domain.errors import DefinitionError
 from apphub.domain.events import EventEnvelope, EventView, Severity
 from apphub.domain.paging import encode_cursor
 from apphub.security import Principal
@@ -32,7 +33,17 @@ class EventPage(ApiModel):
 
 
 async def _publish(envelope: EventEnvelope, services: Services) -> dict[str, Any]:
-    """Stored once by id (a replayed id is accepted and changes nothing), then processed."""
+    """Stored once by id (a replayed id is accepted and changes nothing), then processed.
+
+    Sources starting with `apphub.` are apphub's own: the materializer acts on them (an
+    `asset.produced` from `apphub.orchestrator` launches runs), so nobody may publish them.
+    """
+    if envelope.source.startswith(INTERNAL_SOURCE_PREFIX):
+        raise DefinitionError(
+            f"source: the {INTERNAL_SOURCE_PREFIX!r} prefix is reserved for apphub's own events",
+            reason="reserved_source",
+            detail={"field": "source"},
+        )
     await services.ingress.ingest([envelope], acknowledge_now=True)
     return {"data": {"acceptedAt": utc_now(), "event": envelope}}
 

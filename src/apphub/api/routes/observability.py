@@ -326,6 +326,7 @@ class ClusterCollector(Collector):
         yield from _queue_families(self.snapshot.queues)
         yield from _event_families(self.snapshot)
         yield from _run_families(self.snapshot)
+        yield from _materializer_families(self.snapshot)
 
 
 def _queue_families(readings: list[QueueReading]) -> Iterator[Metric]:
@@ -395,3 +396,21 @@ def _run_families(snapshot: ClusterSnapshot) -> Iterator[Metric]:
         backlog.add_metric([kind], entry.count)
         overdue.add_metric([kind], entry.overdue)
     yield from (backlog, overdue)
+
+
+def _materializer_families(snapshot: ClusterSnapshot) -> Iterator[Metric]:
+    decisions = CounterMetricFamily(
+        "apphub_materializer_decisions",
+        "Asset materializer decisions, by outcome and reason",
+        labels=["outcome", "reason"],
+    )
+    for outcome, reason, value in metric_store.decisions_by_outcome(snapshot.counters):
+        decisions.add_metric([outcome, reason], value)
+    histogram = metric_store.REACTION_HISTOGRAM.read(snapshot.counters)
+    reaction = HistogramMetricFamily(
+        "apphub_materializer_reaction_ms",
+        "Time from an upstream asset's production to the auto run created for it",
+        buckets=histogram.buckets,
+        sum_value=histogram.sum,
+    )
+    yield from (decisions, reaction)

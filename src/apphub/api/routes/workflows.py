@@ -40,10 +40,13 @@ class WorkflowDetail(BaseModel):
 )
 async def create_workflow(
     spec: WorkflowSpec,
-    database: Db,
+    services: Services,
     _: Annotated[Principal, require("workflows:write", "workflow.create")],
 ) -> dict[str, Any]:
-    return {"data": await registry.create_workflow(database, spec)}
+    workflow = await registry.create_workflow(
+        services.database, spec, events=services.ingress.process_soon
+    )
+    return {"data": workflow}
 
 
 @router.get("/workflows", response_model=Data[list[WorkflowDefinition]])
@@ -75,7 +78,9 @@ async def update_workflow(
     _: Annotated[Principal, require("workflows:write", "workflow.update")],
 ) -> dict[str, Any]:
     changes = patch.model_dump(mode="json", exclude_unset=True)
-    workflow = await registry.update_workflow(database, slug, changes)
+    workflow = await registry.update_workflow(
+        database, slug, changes, events=services.ingress.process_soon
+    )
     services.frames.publish(
         [frame("workflow.definition.updated", workflow.model_dump(mode="json"))]
     )

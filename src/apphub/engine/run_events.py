@@ -1,0 +1,52 @@
+"""Persisted events the orchestrator raises besides `asset.produced`: the end of an auto run.
+
+An auto run's end is written as an event in the run's last transaction, so the asset
+materializer, which owns the run's claim and cooldown, hears of it even when it runs in
+another process or was down when the run ended. Other runs' ends stay live frames only.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from apphub.domain.base import iso_ms
+from apphub.domain.events import EventEnvelope
+from apphub.engine.assets import EVENT_SOURCE
+from apphub.store.rows import new_id
+
+AUTO_RUN = "asset-materializer"
+"""`triggeredBy` of the runs the materializer launches."""
+
+
+def run_ended_event(
+    run: Any,
+    status: str,
+    workflow_slug: str,
+    started_at: datetime | None,
+    completed_at: datetime,
+) -> EventEnvelope:
+    """`workflow.run.<status>` for a run row (ids, trigger and partition are read from it)."""
+    return EventEnvelope.model_validate(
+        {
+            "id": new_id(),
+            "type": f"workflow.run.{status}",
+            "source": EVENT_SOURCE,
+            "occurredAt": iso_ms(completed_at),
+            "correlationId": run.id,
+            "payload": {
+                "workflowRunId": run.id,
+                "workflowDefinitionId": run.workflow_definition_id,
+                "workflowSlug": workflow_slug,
+                "status": status,
+                "partitionKey": run.partition_key,
+                "triggeredBy": run.triggered_by,
+                "startedAt": iso_ms(started_at) if started_at else None,
+                "completedAt": iso_ms(completed_at),
+            },
+        }
+    )
+
+
+def announces_end(run: Any) -> bool:
+    return bool(run.triggered_by == AUTO_RUN)

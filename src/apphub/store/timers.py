@@ -1,0 +1,96 @@
+"""Durable timers: rows with a due time. Claimed before firing, deleted after, so a timer
+whose process dies while firing is fired again, and a timer rescheduled meanwhile is kept."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apphub.store.dialect import upsert
+from apphub.store.tables import durable_timers as timers
+
+
+async def schedule(
+    connection: AsyncConnection,
+    kind: str,
+    key: str,
+    due_at: datetime,
+    payload: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Create the timer, or move it to `due_at` (a newer production replaces an expiry)."""
+    await upsert(
+        connection,
+        timers,
+        {
+            "kind": kind,
+            "key": key,
+            "due_at": due_at,
+            "payload": payload,
+            "claimed_at": None,
+            "created_at": now,
+        },
+        conflict=("kind", "key"),
+        update=("due_at", "payload", "claimed_at"),
+    )
+
+
+async def cancel(connection: AsyncConnection, kind: str, key: str) -> None:
+    await connection.execute(delete(timers).where(timers.c.kind == kind, timers.c.key == key))
+
+
+def _fireable(now: datetime, stale_claim: datetime) -> Any:
+    return and_(
+        timers.c.due_at <= now,
+        or_(timers.c.claimed_at.is_(None), timers.c.claimed_at < stale_claim),
+    )
+
+
+async def earliest_due(connection: AsyncConnection, stale_claim: datetime) -> datetime | None:
+    moment: datetime | None = await connection.scalar(
+        select(func.min(timers.c.due_at)).where(
+            or_(timers.c.claimed_at.is_(None), timers.c.claimed_at < stale_claim)
+        )
+    )
+    return moment
+
+
+async def claim_due(
+    connection: AsyncConnection, now: datetime, stale_claim: datetime, limit: int
+) -> list[Any]:
+    """Take due timers to fire; concurrent processes never take the same one."""
+    due = (
+        select(timers.c.id)
+        .where(_fireable(now, stale_claim))
+        .order_by(timers.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await connection.execute(
+        update(timers)
+        .where(timers.c.id.in_(due.scalar_subquery()))
+        .values(claimed_at=now)
+        .returning(timers)
+    )
+    return sorted(rows, key=lambda row: row.due_at)
+
+
+async def finish(connection: AsyncConnection, timer_id: int, due_at: datetime) -> None:
+    """Delete a fired timer, unless it was rescheduled while firing."""
+    await connection.execute(
+        delete(timers).where(timers.c.id == timer_id, timers.c.due_at == due_at)
+    )
+
+
+async def list_timers(connection: AsyncConnection, kind: str, key_prefixes: list[str]) -> list[Any]:
+    if not key_prefixes:
+        return []
+    rows = await connection.execute(
+        select(timers)
+        .where(timers.c.kind == kind, or_(*(timers.c.key.startswith(p) for p in key_prefixes)))
+        .order_by(timers.c.due_at)
+    )
+    return list(rows)
