@@ -7,7 +7,9 @@ auto-materializes on upstream update. Each round runs `up` once and waits for th
 run it causes to end; the figure is that run's `startedAt` minus the upstream production's
 recorded `producedAt` (both read from the database afterwards), over --events rounds.
 Embedded is SQLite + in-process queues; scaled is PostgreSQL + Redis (saq queues, pub/sub),
-with the worker, the ingress and the materializer in this one process, talking through Redis.
+first with the worker, the ingress and the materializer in this one process, talking through
+Redis, then as deployed: `apphub serve --no-workers`, `apphub worker` and `apphub
+materializer` as separate processes.
 Burst: 1,000 `asset.produced` events for one consumer, handed over at once: decisions
 recorded per second (one launch, the rest coalesced).
 Graph: 10,000 workflows and 20,000 assets, built as the materializer builds its graph: build
@@ -19,8 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -29,6 +35,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from apphub.automation.auto_runs import TRIGGERED_BY
@@ -48,11 +55,15 @@ from apphub.engine.services import EngineServices
 from apphub.engine.worker import Worker
 from apphub.logs import configure_logging
 from apphub.settings import Settings
+from apphub.store import workflows as workflow_store
+from apphub.store.database import Database, open_database
 from apphub.store.migrate import migrate
 from apphub.store.tables import materializer_decisions, workflow_run_step_assets, workflow_runs
 from bench.orchestration import fresh_postgres
 
 BENCH_REDIS = "redis://127.0.0.1:6379/12"
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+"""On the processes' PYTHONPATH, so the worker imports `bench.noop_jobs`."""
 RAW, CLEAN = "bench.raw", "bench.clean"
 DAGSTER = "Dagster's automation: a 30 s tick plus run launch, about 20-60 s"
 
@@ -114,7 +125,12 @@ async def reaction_latencies(services: EngineServices, rounds: int) -> list[floa
         for _ in range(rounds):
             await start_workflow_run(services, "up", WorkflowRunRequest())
             await _auto_run_succeeded(frames)
-    async with services.database.read() as connection:
+    return await recorded_latencies(services.database)
+
+
+async def recorded_latencies(database: Database) -> list[float]:
+    """Each upstream production's `producedAt` against the next auto run's `startedAt`, ms."""
+    async with database.read() as connection:
         produced = [
             row[0]
             for row in await connection.execute(
@@ -145,23 +161,31 @@ async def _auto_run_succeeded(frames: Subscription) -> None:
 
 
 async def burst_rate(services: EngineServices, count: int) -> float:
-    """Hand `count` upstream events over at once; decisions recorded per second."""
+    """Hand `count` upstream productions of `up` over at once (as the orchestrator stores
+    them); decisions recorded per second."""
+    async with services.database.read() as connection:
+        up = await workflow_store.get_workflow(connection, "up")
+        before = await connection.scalar(select(func.count()).select_from(materializer_decisions))
+    assert up is not None
     now = datetime.now(UTC)
     burst = [
         EventEnvelope.model_validate(
             {
                 "type": "asset.produced",
-                "source": "bench",
-                "payload": {"assetId": RAW, "producedAt": iso_ms(now + timedelta(seconds=1))},
+                "source": "apphub.orchestrator",
+                "payload": {
+                    "assetId": RAW,
+                    "workflowDefinitionId": up.id,
+                    "producedAt": iso_ms(now + timedelta(seconds=1)),
+                },
             }
         )
         for _ in range(count)
     ]
-    async with services.database.read() as connection:
-        before = await connection.scalar(select(func.count()).select_from(materializer_decisions))
     started = time.perf_counter()
     await services.ingress.ingest(burst)
-    while True:
+    deadline = started + 120
+    while time.perf_counter() < deadline:
         async with services.database.read() as connection:
             total = await connection.scalar(
                 select(func.count()).select_from(materializer_decisions)
@@ -169,6 +193,114 @@ async def burst_rate(services: EngineServices, count: int) -> float:
         if total - before >= count:
             return count / (time.perf_counter() - started)
         await asyncio.sleep(0.01)
+    raise RuntimeError(f"only {total - before} of {count} decisions in 120 s")
+
+
+# --- scaled, as deployed: one process per role ------------------------------------------------
+
+
+async def bench_processes(rounds: int) -> None:
+    """API, worker and materializer as separate processes on PostgreSQL + Redis."""
+    print("\nscaled, as deployed: apphub serve --no-workers, worker, materializer processes")
+    await _flush_redis()
+    url = await fresh_postgres()
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        env = os.environ | {
+            "APPHUB_DATABASE_URL": url,
+            "REDIS_URL": BENCH_REDIS,
+            "APPHUB_PORT": str(port),
+            "APPHUB_AUTH_DISABLED": "1",
+            "APPHUB_LOG_LEVEL": "warning",
+            "APPHUB_DATA_DIR": folder,
+            "PYTHONPATH": REPO_ROOT,
+        }
+        processes = _start(env, folder)
+        database = open_database(url)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+                await _register_over_http(api)
+                await asyncio.sleep(1.0)  # the materializer hears of the new workflows
+                for round_number in range(1, rounds + 1):
+                    assert (await api.post("/workflows/up/run", json={})).status_code == 202
+                    await _succeeded_auto_runs(database, round_number)
+            _print_latencies(await recorded_latencies(database))
+        finally:
+            _stop(processes)
+            await database.dispose()
+
+
+def _start(env: dict[str, str], folder: str) -> list[subprocess.Popen[bytes]]:
+    roles = [["serve", "--no-workers"], ["worker"], ["materializer"]]
+    return [
+        subprocess.Popen([sys.executable, "-m", "apphub", *role], env=env, cwd=folder)
+        for role in roles
+    ]
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
+async def _register_over_http(api: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if (await api.get("/health")).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("apphub did not start")
+        await asyncio.sleep(0.1)
+    job = {"slug": "produce", "name": "produce", "entryPoint": "bench.noop_jobs:produce"}
+    assert (await api.post("/jobs", json=job)).status_code == 201
+    for spec in workflows():
+        body = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        response = await api.post("/workflows", json=body)
+        assert response.status_code == 201, response.text
+
+
+async def _succeeded_auto_runs(database: Database, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        async with database.read() as connection:
+            done = await connection.scalar(
+                select(func.count()).where(
+                    workflow_runs.c.triggered_by == "asset-materializer",
+                    workflow_runs.c.status == "succeeded",
+                )
+            )
+        if done >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise RuntimeError(f"auto run {count} did not succeed in 30 s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _flush_redis() -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(BENCH_REDIS)
+    await client.flushdb()
+    await client.aclose()
+
+
+def _print_latencies(latencies: list[float]) -> None:
+    print(
+        f"  reaction, upstream producedAt -> downstream startedAt, {len(latencies)} events: "
+        f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms,"
+        f" max {max(latencies):.1f} ms"
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -179,12 +311,7 @@ def percentile(values: list[float], fraction: float) -> float:
 async def bench_mode(label: str, settings: Settings, embedded: bool, rounds: int) -> None:
     print(f"\n{label}")
     async with running_stack(settings, embedded) as services:
-        latencies = await reaction_latencies(services, rounds)
-        print(
-            f"  reaction, upstream producedAt -> downstream startedAt, {len(latencies)} events: "
-            f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms,"
-            f" max {max(latencies):.1f} ms"
-        )
+        _print_latencies(await reaction_latencies(services, rounds))
         rate = await burst_rate(services, 1000)
         print(f"  burst of 1,000 events for one consumer: {rate:,.0f} decisions/s")
 
@@ -267,13 +394,11 @@ async def main() -> None:
             )
             await bench_mode("embedded: SQLite + in-process queues", settings, True, args.events)
     if not args.embedded_only:
-        import redis.asyncio as redis
-
-        client = redis.Redis.from_url(BENCH_REDIS)
-        await client.flushdb()
-        await client.aclose()
+        await _flush_redis()
         settings = Settings(database_url=await fresh_postgres(), redis_url=BENCH_REDIS)
-        await bench_mode("scaled: PostgreSQL + Redis (saq, pub/sub)", settings, False, args.events)
+        label = "scaled, in one process: PostgreSQL + Redis (saq, pub/sub)"
+        await bench_mode(label, settings, False, args.events)
+        await bench_processes(args.events)
     if not args.skip_graph:
         bench_graph(10_000, 20_000)
 

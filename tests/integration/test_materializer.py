@@ -547,3 +547,21 @@ async def test_the_repair_pass_handles_an_event_whose_hand_off_was_lost(hub: Hub
     assert run["trigger"]["eventId"] == envelope.id
     await wait_for(api, "/workflows/down/auto-materialize", lambda data: not data["inFlight"])
     assert await materializer.repair_once() == 0  # handled now: nothing left to repair
+
+
+async def test_max_age_is_reported_as_staleness_and_never_acted_on(hub: Hub) -> None:
+    api = hub.client
+    declaration = {"assetId": "snap", "freshness": {"maxAgeMs": 300}, "autoMaterialize": {}}
+    await register_workflow(
+        api, "snapshot", [step([declaration])], defaultParameters=assets("snap")
+    )
+    run = await start_run(api, "snapshot")
+    await wait_for_run(api, run["id"])
+    assert (await automation(api, "snapshot"))["nextExpiries"] == []
+    await asyncio.sleep(0.6)
+    graph = (await api.get("/assets/graph")).json()["data"]
+    [snap] = [asset for asset in graph["assets"] if asset["assetId"] == "snap"]
+    assert snap["hasStalePartitions"] is True
+    assert [entry["reason"] for entry in snap["stalePartitions"]] == ["expired"]
+    assert await auto_runs(api, "snapshot") == []
+    assert (await automation(api, "snapshot"))["decisions"] == []

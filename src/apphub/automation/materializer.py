@@ -176,9 +176,19 @@ class Materializer:
                 await asyncio.sleep(0.05 * 2**attempt)
 
     async def handle_now(self, event_ids: Sequence[str]) -> None:
-        """Handle these events in their order; runs of `asset.produced` share a transaction."""
-        async with self.database.read() as connection:
+        """Handle these events in their order; runs of `asset.produced` share a transaction.
+
+        The common case, only apphub's own productions, is read and decided in one
+        transaction (the hot path of an upstream change).
+        """
+        async with self.database.write() as connection:
             events = await event_store.by_ids(connection, event_ids)
+            fast = bool(events) and all(_production(event) for event in events)
+            if fast:
+                applied, timers = await self._decide_productions(connection, events)
+        if fast:
+            await self._announce(applied, timers)
+            return
         produced: list[Any] = []
         for event in events:
             if event.source != TRUSTED_SOURCES.get(event.type, event.source):
@@ -223,27 +233,31 @@ class Materializer:
         await self.broadcaster.publish(GRAPH_CHANNEL, message)
 
     async def _produced(self, events: Sequence[Any]) -> None:
+        async with self.database.write() as connection:
+            applied, timers = await self._decide_productions(connection, events)
+        await self._announce(applied, timers)
+
+    async def _decide_productions(
+        self, connection: AsyncConnection, events: Sequence[Any]
+    ) -> tuple[Applied, list[datetime]]:
         """Stale consumers are launched; the producers' freshness timers are (re)set."""
         now = utc_now()
         read = [(event, upstream_change(event)) for event in events]
-        async with self.database.write() as connection:
-            new = await mat_store.mark_handled(connection, [(e.id, e.type) for e in events], now)
-            changes = [change for event, change in read if change and event.id in new]
-            states = await self._states_for(connection, changes)
-            decided = decide_produced(self.graph, [c.produced for c in changes], states, now)
-            planned = [
-                (c.cause, d)
-                for c, decisions in zip(changes, decided, strict=True)
-                for d in decisions
-            ]
-            applied = await apply_decisions(connection, planned, self.graph.policies, now)
-            timers = expiry_timers(self.graph, changes)
-            for timer_key, (due, timer_payload) in timers.items():
-                await timer_store.schedule(connection, EXPIRY, timer_key, due, timer_payload, now)
+        new = await mat_store.mark_handled(connection, [(e.id, e.type) for e in events], now)
+        changes = [change for event, change in read if change and event.id in new]
+        states = await self._states_for(connection, changes)
+        decided = decide_produced(self.graph, [c.produced for c in changes], states, now)
+        planned = [
+            (c.cause, d) for c, decisions in zip(changes, decided, strict=True) for d in decisions
+        ]
+        applied = await apply_decisions(connection, planned, self.graph.policies, now)
+        timers = expiry_timers(self.graph, changes)
+        for timer_key, (due, timer_payload) in timers.items():
+            await timer_store.schedule(connection, EXPIRY, timer_key, due, timer_payload, now)
         for event, change in read:
             if change is None:
                 log.warning("asset.produced without assetId/producedAt ignored", event_id=event.id)
-        await self._announce(applied, [due for due, _ in timers.values()])
+        return applied, [due for due, _ in timers.values()]
 
     async def _states_for(
         self, connection: AsyncConnection, changes: Sequence[UpstreamChange]
@@ -402,3 +416,8 @@ class Materializer:
         if orphans or missed:
             log.info("materializer repaired", claims=len(orphans), events=len(missed))
         return len(orphans) + len(missed)
+
+
+def _production(event: Any) -> bool:
+    """apphub's own `asset.produced`: the event the hot path is made for."""
+    return bool(event.type == "asset.produced" and event.source == ORCHESTRATOR)
