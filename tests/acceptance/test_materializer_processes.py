@@ -136,7 +136,8 @@ def test_an_auto_run_in_flight_survives_a_crash(tmp_path: Path) -> None:
 
 def test_two_materializers_decide_each_event_once(cluster: Cluster, postgres_database: str) -> None:
     """API, worker, ingress and two materializers on PostgreSQL + Redis, fed a burst of
-    upstream productions: one decision per (event, consumer), one launch per consumer."""
+    upstream productions: one decision per (event, consumer), one launch per consumer; and a
+    freshness timer, fired by one of them, once per production."""
     cluster.start(["worker"], "worker")
     cluster.start(["events"], "events")
     chatty = cluster.env | {"APPHUB_LOG_LEVEL": "debug"}
@@ -146,8 +147,11 @@ def test_two_materializers_decide_each_event_once(cluster: Cluster, postgres_dat
         f"down-{n}": producing(f"clean-{n}", consumes=("raw",), sleep=4.0, **on_update)
         for n in (1, 2, 3)
     }
-    register(cluster, {"up": producing("raw"), **consumers})
+    ttl: dict[str, Any] = {"freshness": {"ttlMs": 1500}, "autoMaterialize": {}}
+    snapshot = {"snapshot": producing("snap", **ttl)}
+    register(cluster, {"up": producing("raw"), **consumers, **snapshot})
     time.sleep(1.0)  # every materializer has heard of the new workflows
+    cluster.post("/workflows/snapshot/run", {})
     asyncio.run(run_upstream(cluster, 100))
     wait_until(
         "300 decisions",
@@ -168,6 +172,15 @@ def test_two_materializers_decide_each_event_once(cluster: Cluster, postgres_dat
     assert outcomes == {"launched": 3, "coalesced": 297}
     for materializer in materializers:
         assert "auto-materialize" in materializer.log_path.read_text(), "a materializer idled"
+    expiries = wait_until(
+        "an expiry run",
+        lambda: [r for r in runs_of(cluster, "snapshot") if r["triggeredBy"] != "manual"],
+        30,
+        cluster,
+    )
+    assert {run["trigger"]["reason"] for run in expiries} == {"expiry"}
+    events = [run["trigger"]["eventId"] for run in expiries]
+    assert len(events) == len(set(events)), "a timer fired twice"
 
 
 def quiet(cluster: Cluster, slug: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -135,9 +135,14 @@ class _Writes:
         self.recorded[key] = (final, cause, run_id)
 
     def ride_along(self, cause: Cause, workflow_id: str) -> None:
+        """Keep the cause the claim will note: an upstream change over a refresh (only it
+        owes a follow-up), else the newest."""
         key = (workflow_id, cause.partition)
         current = self.coalesce.get(key)
-        if current is None or _newer(cause, current):
+        if current is None or (_upstream(cause), _moment(cause)) > (
+            _upstream(current),
+            _moment(current),
+        ):
             self.coalesce[key] = cause
 
     def owe(self, cause: Cause, workflow_id: str) -> None:
@@ -145,10 +150,8 @@ class _Writes:
         self.owed[key] = merge_pending(self.owed.get(key), cause.pending())
 
 
-def _newer(cause: Cause, than: Cause) -> bool:
-    if cause.produced_at is None:
-        return False
-    return than.produced_at is None or cause.produced_at > than.produced_at
+def _moment(cause: Cause) -> datetime:
+    return cause.produced_at or datetime.min.replace(tzinfo=UTC)
 
 
 async def apply_decisions(

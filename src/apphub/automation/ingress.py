@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.bus.frames import FramePublisher, frame
 from apphub.domain.base import iso_ms, utc_now
@@ -96,6 +97,15 @@ def event_row(envelope: EventEnvelope, received_at: datetime) -> dict[str, Any]:
         "status": event_store.RECEIVED,
         "available_at": None,
     }
+
+
+async def store_events(
+    connection: AsyncConnection, envelopes: Sequence[EventEnvelope], now: datetime
+) -> list[Any]:
+    """Store events in the caller's transaction, with the change they report; the caller
+    hands the rows to `EventIngress.process_soon` after the commit (a crash in between is
+    repaired: unprocessed rows are processed by the ingress loop)."""
+    return await event_store.insert_events(connection, [event_row(e, now) for e in envelopes])
 
 
 def event_view(row: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apphub.automation.ingress import event_row
+from apphub.automation.ingress import store_events
 from apphub.bus import Broadcaster
 from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
@@ -33,7 +33,6 @@ from apphub.engine.run_state import RunState
 from apphub.engine.runtimes import JobOutcome, run_job
 from apphub.queue import JobQueue
 from apphub.store import assets as asset_store
-from apphub.store import events as event_store
 from apphub.store import job_runs as job_run_store
 from apphub.store import workflow_runs as run_store
 from apphub.store.database import Database
@@ -183,9 +182,7 @@ class RunDriver:
             )
             woken = await self._write_assets(connection, change, now)
             started = await self._start_runs(connection, change)
-            events = await event_store.insert_events(
-                connection, [event_row(event, now) for event in change.events]
-            )
+            events = await store_events(connection, change.events, now)
         self.state.committed(values)
         if change.frames:
             self.context.publish_frames(change.frames)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apphub.automation.ingress import event_row
+from apphub.automation.ingress import store_events
 from apphub.domain.assets import declaration_record
 from apphub.domain.base import iso_ms, utc_now
 from apphub.domain.dag import Dag, StepNode, build_dag
@@ -26,14 +26,14 @@ from apphub.domain.workflows import (
     WorkflowSpecFields,
     job_slugs,
 )
-from apphub.store import events as event_store
 from apphub.store import jobs as job_store
 from apphub.store import workflows as workflow_store
 from apphub.store.database import Database
 from apphub.store.rows import new_id
 
 EventSink = Callable[[Sequence[Any]], None]
-"""Where the event rows a change stored go to be processed (the ingress's `process_soon`)."""
+"""Where the event rows a change stored go to be processed (the ingress's `process_soon`);
+without one they are processed by the ingress's repair loop, within half a minute."""
 
 
 async def create_job(database: Database, spec: JobSpec) -> JobDefinition:
@@ -117,7 +117,7 @@ async def _record_change(
             },
         }
     )
-    return await event_store.insert_events(connection, [event_row(event, utc_now())])
+    return await store_events(connection, [event], utc_now())
 
 
 Upserted = Literal["created", "updated", "unchanged"]

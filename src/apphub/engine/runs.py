@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from apphub.automation.ingress import event_row
+from apphub.automation.ingress import store_events
 from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.errors import ConflictError, NotFoundError
@@ -19,7 +19,6 @@ from apphub.domain.requests import (
 from apphub.domain.runs import JobRun, WorkflowRun
 from apphub.engine.run_events import announces_end, run_ended_event
 from apphub.engine.services import EngineServices
-from apphub.store import events as event_store
 from apphub.store import job_runs as job_run_store
 from apphub.store import jobs as job_store
 from apphub.store import workflow_runs as run_store
@@ -89,7 +88,7 @@ async def cancel_workflow_run(services: EngineServices, run_id: str) -> Workflow
         run = await run_store.get_workflow_run(connection, run_id)
         if outcome == "canceled" and run is not None and announces_end(run):
             ended = run_ended_event(run, "canceled", run.workflow_slug, run.started_at, now)
-            events = await event_store.insert_events(connection, [event_row(ended, now)])
+            events = await store_events(connection, [ended], now)
     services.ingress.process_soon(events)
     if run is None:
         raise NotFoundError("workflow run not found")

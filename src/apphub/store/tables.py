@@ -422,16 +422,23 @@ materializer_events = Table(
 """Events the materializer has handled, written with its decisions: a redelivery is a no-op,
 and an event missing here after its hand-off is found and handled by the repair loop."""
 
+def _workflow_partition_key() -> list[Column[object]]:
+    """(workflow, partition): the key of a materializer row; gone with its workflow."""
+    return [
+        Column(
+            "workflow_definition_id",
+            String(36),
+            ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        Column("partition_key", String(200), primary_key=True),
+    ]
+
+
 materializer_claims = Table(
     "materializer_claims",
     metadata,
-    Column(
-        "workflow_definition_id",
-        String(36),
-        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("partition_key", String(200), primary_key=True),
+    *_workflow_partition_key(),
     Column("workflow_run_id", String(36), nullable=False, unique=True),
     Column("reason", String(32), nullable=False),
     Column("cause", Json, nullable=False),
@@ -445,13 +452,7 @@ upstream change coalesced into it (its follow-up)."""
 materializer_cooldowns = Table(
     "materializer_cooldowns",
     metadata,
-    Column(
-        "workflow_definition_id",
-        String(36),
-        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    Column("partition_key", String(200), primary_key=True),
+    *_workflow_partition_key(),
     Column("failures", Integer, nullable=False),
     Column("next_eligible_at", UtcDateTime()),
     Column("pending", Json),

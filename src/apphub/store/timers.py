@@ -38,10 +38,6 @@ async def schedule(
     )
 
 
-async def cancel(connection: AsyncConnection, kind: str, key: str) -> None:
-    await connection.execute(delete(timers).where(timers.c.kind == kind, timers.c.key == key))
-
-
 def _fireable(now: datetime, stale_claim: datetime) -> Any:
     return and_(
         timers.c.due_at <= now,

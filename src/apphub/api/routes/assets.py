@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apphub.api.auth import require
 from apphub.api.schemas import BAD_INPUT, GUARDED, NOT_FOUND, Data
 from apphub.api.state import Db, Services
-from apphub.automation.ingress import event_row
+from apphub.automation.ingress import store_events
 from apphub.domain.assets import AssetDeclaration, asset_key
 from apphub.domain.base import ApiModel, JsonObject, UtcTime, utc_now
 from apphub.domain.errors import DefinitionError, NotFoundError
@@ -22,7 +22,6 @@ from apphub.domain.partitions import key_problem, recent_windows
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.security import Principal
 from apphub.store import assets as asset_store
-from apphub.store import events as event_store
 from apphub.store import workflows as workflow_store
 
 router = APIRouter(tags=["assets"])
@@ -267,7 +266,7 @@ async def mark_stale(
             },
         )
         event = stale_event(workflow, declaration.asset_id, request, principal.subject)
-        stored = await event_store.insert_events(connection, [event_row(event, now)])
+        stored = await store_events(connection, [event], now)
     services.ingress.process_soon(stored)
     return Response(status_code=204)
 

@@ -19,7 +19,7 @@ from apphub.domain.asset_graph import Policy, policy_of
 from apphub.domain.assets import asset_key
 from apphub.domain.base import ApiModel, JsonObject, UtcTime
 from apphub.domain.errors import NotFoundError
-from apphub.domain.materialize import EXPLANATIONS
+from apphub.domain.materialize import EXPLANATIONS, Outcome
 from apphub.domain.runs import WorkflowRun
 from apphub.store import assets as asset_store
 from apphub.store import materializer as mat_store
@@ -42,7 +42,7 @@ class AutomationDecision(ApiModel):
     asset_id: str
     upstream_asset_id: str | None
     partition_key: str | None
-    outcome: str
+    outcome: Outcome
     reason: str
     explanation: str
     run_id: str | None
