@@ -36,6 +36,7 @@ from apphub.store import workflows as workflow_store
 from apphub.store.rows import new_id
 
 TRIGGERED_BY = "asset-materializer"
+"""`triggeredBy` of the runs the materializer launches (and of missing-dependency runs)."""
 
 
 @dataclass(frozen=True)

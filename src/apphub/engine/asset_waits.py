@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apphub.automation.auto_runs import TRIGGERED_BY
 from apphub.domain.assets import AssetDeclaration, asset_key
 from apphub.domain.base import iso_ms, parse_iso
 from apphub.domain.errors import ApphubError
@@ -265,7 +266,7 @@ def _producer_run(
     request = WorkflowRunRequest.model_validate(
         {
             "parameters": parameters,
-            "triggeredBy": "asset-materializer",
+            "triggeredBy": TRIGGERED_BY,
             "trigger": trigger,
             "partitionKey": partition,
             "runKey": run_key[:120],

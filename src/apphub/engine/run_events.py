@@ -10,13 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from apphub.automation.auto_runs import TRIGGERED_BY
 from apphub.domain.base import iso_ms
 from apphub.domain.events import EventEnvelope
 from apphub.engine.assets import EVENT_SOURCE
 from apphub.store.rows import new_id
-
-AUTO_RUN = "asset-materializer"
-"""`triggeredBy` of the runs the materializer launches."""
 
 
 def run_ended_event(
@@ -49,4 +47,4 @@ def run_ended_event(
 
 
 def announces_end(run: Any) -> bool:
-    return bool(run.triggered_by == AUTO_RUN)
+    return bool(run.triggered_by == TRIGGERED_BY)

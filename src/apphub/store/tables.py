@@ -422,6 +422,7 @@ materializer_events = Table(
 """Events the materializer has handled, written with its decisions: a redelivery is a no-op,
 and an event missing here after its hand-off is found and handled by the repair loop."""
 
+
 def _workflow_partition_key() -> list[Column[object]]:
     """(workflow, partition): the key of a materializer row; gone with its workflow."""
     return [
