@@ -420,23 +420,32 @@ async def test_ttl_expiry_relaunches_the_producer(hub: Hub) -> None:
 
 
 async def test_a_newer_production_moves_the_timer(hub: Hub) -> None:
+    """Judged by what fired, not by when the test looks: no race with a loaded machine."""
     api = hub.client
-    declaration = {"assetId": "snap", "freshness": {"cadenceMs": 1200}, "autoMaterialize": {}}
+    cadence = timedelta(milliseconds=1500)
+    declaration = {"assetId": "snap", "freshness": {"cadenceMs": 1500}, "autoMaterialize": {}}
     await register_workflow(
         api, "snapshot", [step([declaration])], defaultParameters=assets("snap")
     )
-    for _ in range(2):
+    for pause in (0.6, 0.0):
         run = await start_run(api, "snapshot")
         await wait_for_run(api, run["id"])
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(pause)
     [expiry] = (await automation(api, "snapshot"))["nextExpiries"]
     assert expiry["reason"] == "cadence"
     history = (await api.get("/workflows/snapshot/assets/snap/history")).json()["data"]
-    assert expiry["producedAt"] == history[0]["producedAt"]
-    await asyncio.sleep(0.4)  # past the first production's due time
-    assert await auto_runs(api, "snapshot") == []
-    [auto] = await wait_runs(api, 1, "snapshot")
+    newer, older = history[0]["producedAt"], history[1]["producedAt"]
+    assert expiry["producedAt"] == newer
+    auto = (await wait_runs(api, 1, "snapshot"))[-1]
     assert auto["trigger"]["expiry"] == {"reason": "cadence"}
+    assert parse_iso(auto["createdAt"]) >= parse_iso(newer) + cadence
+    # The older production's timer was due first; had it survived, it would have fired first.
+    expired = (await api.get("/admin/events?type=asset.expired")).json()["data"]["events"]
+    fired_for = [event["payload"]["producedAt"] for event in expired]
+    assert older not in fired_for
+    assert fired_for[-1] == newer
+    decisions = (await automation(api, "snapshot"))["decisions"]
+    assert {(d["outcome"], d["reason"]) for d in decisions} == {("launched", "expiry")}
 
 
 async def test_a_stale_mark_launches_the_producer(hub: Hub) -> None:
