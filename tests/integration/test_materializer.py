@@ -175,6 +175,46 @@ async def test_an_upstream_production_launches_exactly_one_auto_run(hub: Hub) ->
     assert (await automation(api, "up"))["decisions"] == []
 
 
+async def test_stored_partition_parameters_override_defaults(hub: Hub) -> None:
+    """A partitioned consumer is launched for the event's partition, with the layering of
+    CONTRACT: workflow defaults, the block's parameterDefaults, stored partition parameters,
+    then the partition key itself."""
+    api = hub.client
+    regions = {"type": "static", "keys": ["eu", "us"]}
+    await register_workflow(api, "up", [step([{"assetId": "raw", "partitioning": regions}])])
+    block = {**ON_UPDATE, "parameterDefaults": {"echo": "block", "tier": "block"}}
+    produced = {"assetId": "clean", "partitioning": regions, "autoMaterialize": block}
+    defaults = {**assets("clean"), "echo": "workflow", "tier": "workflow", "keep": "workflow"}
+    await register_workflow(api, "down", [step([produced], ("raw",))], defaultParameters=defaults)
+    url = "/workflows/down/assets/clean/partition-parameters"
+    stored = await api.put(url, json={"partitionKey": "eu", "parameters": {"echo": "stored"}})
+    assert stored.status_code == 200, stored.text
+    for region in ("eu", "us"):
+        run = await start_run(api, "up", parameters=assets("raw"), partitionKey=region)
+        assert (await wait_for_run(api, run["id"]))["status"] == "succeeded"
+    runs = await wait_runs(api, 2)
+    by_partition = {run["partitionKey"]: run for run in runs}
+    assert set(by_partition) == {"eu", "us"}
+    assert by_partition["eu"]["parameters"] == {
+        **defaults,
+        "echo": "stored",
+        "tier": "block",
+        "partitionKey": "eu",
+    }
+    assert by_partition["us"]["parameters"] == {
+        **defaults,
+        "echo": "block",
+        "tier": "block",
+        "partitionKey": "us",
+    }
+    assert by_partition["eu"]["trigger"]["partitionKey"] == "eu"
+    assert by_partition["eu"]["trigger"]["upstream"]["partitionKey"] == "eu"
+    echoed = (await api.get(f"/workflow-runs/{by_partition['eu']['id']}")).json()["data"]
+    assert echoed["output"]["echo"] == "stored"
+    history = await api.get("/workflows/down/assets/clean/history?partitionKey=eu")
+    assert [item["partitionKey"] for item in history.json()["data"]] == ["eu"]
+
+
 async def test_a_consumer_without_a_block_is_left_alone(hub: Hub) -> None:
     api = hub.client
     await upstream(api)
