@@ -45,6 +45,8 @@ class Settings:
     materializer_max_backoff_ms: int = 1_800_000
     materializer_refresh_interval_ms: int = 600_000
     """How often the materializer rebuilds its asset graph from scratch; 0 = never."""
+    service_health_interval_ms: int = 30_000
+    service_health_timeout_ms: int = 5_000
 
     @property
     def token_file(self) -> Path:
@@ -85,6 +87,8 @@ class Settings:
             event_ingress_concurrency=_integer(env, "EVENT_INGRESS_CONCURRENCY", 5, 1),
             event_retention_days=_integer(env, "APPHUB_EVENT_RETENTION_DAYS", 30, 1),
             **_materializer(env),
+            service_health_interval_ms=_integer(env, "SERVICE_HEALTH_INTERVAL_MS", 30_000, 100),
+            service_health_timeout_ms=_integer(env, "SERVICE_HEALTH_TIMEOUT_MS", 5_000, 100),
         )
 
 

@@ -27,6 +27,7 @@ EXPECTED_TABLES = {
     "materializer_decisions",
     "materializer_events",
     "metric_counters",
+    "services",
     "workflow_asset_declarations",
     "workflow_asset_partition_parameters",
     "workflow_asset_stale_partitions",
@@ -71,6 +72,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0006"
+        assert version == "0007"
     finally:
         await database.dispose()

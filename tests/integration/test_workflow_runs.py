@@ -278,17 +278,6 @@ async def test_workflow_event_context_reaches_the_job(api: httpx.AsyncClient, ru
     assert step["output"]["ctx"] == expected
 
 
-async def test_service_steps_fail_with_a_clear_message(api: httpx.AsyncClient) -> None:
-    steps = [
-        {"id": "call", "type": "service", "serviceSlug": "billing", "request": {"path": "/health"}}
-    ]
-    await register_workflow(api, "svc", steps)
-    finished = await wait_for_run(api, (await start_run(api, "svc"))["id"])
-    step = (await steps_of(api, finished["id"]))["call"]
-    assert finished["status"] == "failed"
-    assert "service steps are not available yet" in step["errorMessage"]
-
-
 async def test_standalone_job_run(api: httpx.AsyncClient, tmp_path: Path) -> None:
     await register_job(
         api, "double", "double", parametersSchema={"type": "object", "required": ["value"]}

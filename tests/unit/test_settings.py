@@ -118,3 +118,18 @@ def test_materializer_defaults_are_the_contract_s() -> None:
     assert settings.materializer_base_backoff_ms == 120_000
     assert settings.materializer_max_backoff_ms == 1_800_000
     assert settings.materializer_refresh_interval_ms == 600_000
+
+
+def test_service_health_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.service_health_interval_ms, defaults.service_health_timeout_ms) == (
+        30_000,
+        5_000,
+    )
+    tuned = Settings.from_env(
+        {"SERVICE_HEALTH_INTERVAL_MS": "250", "SERVICE_HEALTH_TIMEOUT_MS": "100"}
+    )
+    assert (tuned.service_health_interval_ms, tuned.service_health_timeout_ms) == (250, 100)
+    for variable in ("SERVICE_HEALTH_INTERVAL_MS", "SERVICE_HEALTH_TIMEOUT_MS"):
+        with pytest.raises(SettingsError, match="^" + variable):
+            Settings.from_env({variable: "10"})

@@ -27,6 +27,7 @@ from apphub.api.routes import (
     workflows,
     ws,
 )
+from apphub.api.routes import services as service_routes
 from apphub.api.state import AppState
 from apphub.automation.ingress_worker import IngressWorker
 from apphub.engine import registry
@@ -101,8 +102,9 @@ def create_app(
                 worker = Worker(services, embedded=_embedded(settings, services))
                 ingress = IngressWorker(settings, services.database, services.ingress)
                 materializer = services.materializer()
+                poller = services.health_poller()
                 worker_task = asyncio.create_task(
-                    _run_all(worker.run(), ingress.run(), materializer.run()),
+                    _run_all(worker.run(), ingress.run(), materializer.run(), poller.run()),
                     name="apphub-workers",
                 )
             log.info(
@@ -135,6 +137,7 @@ def create_app(
         automation,
         events,
         saved_views,
+        service_routes,
         observability,
         admin,
         ws,

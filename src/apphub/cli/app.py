@@ -11,6 +11,7 @@ from rich.console import Console
 from apphub.cli import assets, definitions, events, runs
 from apphub.cli.client import CliError
 from apphub.cli.processes import run_process
+from apphub.cli.services import services
 from apphub.sdk import Definitions
 from apphub.settings import Settings
 
@@ -25,6 +26,7 @@ app.add_typer(definitions.workflows, name="workflows")
 app.add_typer(runs.runs, name="runs")
 app.add_typer(assets.assets, name="assets")
 app.add_typer(events.events, name="events")
+app.add_typer(services, name="services")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
@@ -111,6 +113,12 @@ def worker() -> None:
 def materializer() -> None:
     """Run the asset materializer only (scaled mode): auto-materialize on events and timers."""
     run_process("materializer", lambda services: services.materializer().run())
+
+
+@app.command("services-health")
+def services_health() -> None:
+    """Run the service health poller only (scaled mode); one acts per cluster."""
+    run_process("services-health", lambda engine: engine.health_poller().run())
 
 
 @app.command()

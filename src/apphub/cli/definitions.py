@@ -47,7 +47,7 @@ def load_document(path: Path) -> Any:
         raise CliError(f"{path} is neither valid JSON nor YAML: {error}") from None
 
 
-def _register(kind: str, path: Path, update: bool) -> dict[str, Any]:
+def register_document(kind: str, path: Path, update: bool) -> dict[str, Any]:
     document = load_document(path)
     if not isinstance(document, dict):
         raise CliError(f"{path} must hold one {kind[:-1]} definition (an object)")
@@ -97,7 +97,7 @@ def show_job(slug: str) -> None:
 @jobs.command("register")
 def register_job(path: Path, update: UpdateOption = False) -> None:
     """Register a job from a JSON or YAML file."""
-    job = _register("jobs", path, update)
+    job = register_document("jobs", path, update)
     console.print(f"job [bold]{job['slug']}[/bold] registered (version {job['version']})")
 
 
@@ -130,7 +130,7 @@ def show_workflow(slug: str) -> None:
 @workflows.command("register")
 def register_workflow(path: Path, update: UpdateOption = False) -> None:
     """Register a workflow from a JSON or YAML file."""
-    workflow = _register("workflows", path, update)
+    workflow = register_document("workflows", path, update)
     order = " -> ".join(workflow["dag"]["topologicalOrder"])
     console.print(
         f"workflow [bold]{workflow['slug']}[/bold] registered (version {workflow['version']}): "

@@ -20,7 +20,14 @@ BLOCKING: frozenset[str] = frozenset({"failed", "skipped", "canceled"})
 RunOutcome = Literal["succeeded", "failed"]
 
 NOT_RETRIED = frozenset(
-    {"invalid-parameters", "canceled", "unsupported-step", "invalid-asset", "missing-asset"}
+    {
+        "invalid-parameters",
+        "canceled",
+        "invalid-asset",
+        "missing-asset",
+        "missing-secret",
+        "invalid-request",
+    }
 )
 """Failures that another attempt cannot fix."""
 

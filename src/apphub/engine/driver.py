@@ -10,7 +10,7 @@ leave a delayed wake-up on the queue, so no worker sits on a waiting run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,9 +28,11 @@ from apphub.domain.requests import pending_run
 from apphub.domain.runs import WorkflowRun
 from apphub.domain.workflows import WorkflowDefinition
 from apphub.engine.asset_waits import consumed, hold, load_facts
+from apphub.engine.launch import Invocation
 from apphub.engine.records import Transition
 from apphub.engine.run_state import RunState
 from apphub.engine.runtimes import JobOutcome, run_job
+from apphub.engine.service_calls import ServiceCall
 from apphub.queue import JobQueue
 from apphub.store import assets as asset_store
 from apphub.store import job_runs as job_run_store
@@ -51,6 +53,7 @@ class DriverContext:
     publish_frames: Callable[[Iterable[dict[str, Any]]], None]
     process_events: Callable[[Sequence[Any]], None]
     worker_id: str
+    call_service: Callable[[ServiceCall], Coroutine[Any, Any, JobOutcome]]
     child_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -114,11 +117,16 @@ class RunDriver:
         if await self._commit(now):
             await self._cancel()
         for step_id, invocation in launches:
-            self.tasks[asyncio.create_task(run_job(invocation))] = step_id
+            self.tasks[asyncio.create_task(self._run(invocation))] = step_id
         if self.tasks:
             await self._collect(decision.wake_at)
         elif not held and not _progressed(decision):
             await self._wait_for(decision.wake_at, now)
+
+    def _run(self, invocation: Invocation) -> Coroutine[Any, Any, JobOutcome]:
+        if isinstance(invocation, ServiceCall):
+            return self.context.call_service(invocation)
+        return run_job(invocation)
 
     async def _collect(self, wake_at: datetime | None) -> None:
         """Wait for a step to end, the next retry to fall due, or a cancel."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,31 +13,32 @@ from apphub.domain.jobs import JobDefinition
 from apphub.domain.parameters import merge_parameters, parameter_problems
 from apphub.domain.retry import RetryPolicy
 from apphub.domain.runs import WorkflowRun
+from apphub.domain.services import DEFAULT_SERVICE_TIMEOUT_MS, masked_headers
 from apphub.domain.templates import render
 from apphub.domain.workflows import (
     FanoutStep,
     JobStep,
     JobTemplate,
+    SecretHeader,
     ServiceStep,
     ServiceTemplate,
     WorkflowDefinition,
 )
 from apphub.engine.records import StepRecord
 from apphub.engine.runtimes import JobInvocation, JobOutcome
+from apphub.engine.service_calls import ServiceCall
 from apphub.store.rows import new_id
 
 StepSpec = JobStep | ServiceStep | FanoutStep | JobTemplate | ServiceTemplate
-
-SERVICE_STEPS_UNAVAILABLE = (
-    "service steps are not available yet: the service registry arrives in a later release"
-)
+Invocation = JobInvocation | ServiceCall
+"""What a started step runs: a job in a runtime, or a call to a registered service."""
 
 
 @dataclass(frozen=True)
 class Started:
     """A step that was started: what to run, or why it failed before running."""
 
-    invocation: JobInvocation | None = None
+    invocation: Invocation | None = None
     job_run: dict[str, Any] | None = None
     job_slug: str = ""
     failure: JobOutcome | None = None
@@ -88,7 +90,7 @@ class Launcher:
         record.next_attempt_at = None
         record.job_run_id = None
         if isinstance(spec, ServiceStep | ServiceTemplate):
-            return Started(failure=_failure(SERVICE_STEPS_UNAVAILABLE, "unsupported-step"))
+            return self._service_call(record, spec, scope)
         assert isinstance(spec, JobStep | JobTemplate)
         job = self.jobs.get(spec.job_slug)
         if job is None:
@@ -143,6 +145,50 @@ class Launcher:
             env=self.child_env or None,
         )
         return Started(invocation=invocation, job_run=row, job_slug=job.slug)
+
+    def _service_call(
+        self, record: StepRecord, spec: ServiceStep | ServiceTemplate, scope: Mapping[str, Any]
+    ) -> Started:
+        """Render the request; the step's `input` keeps it with every secret as `***`.
+
+        Templates see `parameters` as the run's with the step's own parameters on top.
+        """
+        step_parameters = render(spec.parameters or {}, scope)
+        scope = {**scope, "parameters": merge_parameters(self.run.parameters, step_parameters)}
+        request = spec.request
+        path = render(request.path, scope)
+        headers = {
+            name: value if isinstance(value, SecretHeader) else _as_text(render(value, scope))
+            for name, value in (request.headers or {}).items()
+        }
+        query = render(request.query, scope) if request.query else None
+        body = render(request.body, scope)
+        record.input = {
+            "serviceSlug": spec.service_slug,
+            "request": {
+                "method": request.method,
+                "path": path,
+                "query": query,
+                "headers": masked_headers(headers),
+                "body": body,
+            },
+        }
+        if not isinstance(path, str) or not path:
+            return Started(failure=_failure("request path must render to text", "invalid-request"))
+        timeout_ms = spec.timeout_ms or DEFAULT_SERVICE_TIMEOUT_MS
+        call = ServiceCall(
+            service_slug=spec.service_slug,
+            method=request.method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            timeout_s=timeout_ms / 1000,
+            require_healthy=spec.require_healthy,
+            allow_degraded=spec.allow_degraded,
+            capture_response=spec.capture_response,
+        )
+        return Started(invocation=call)
 
     def event_context(
         self, record: StepRecord, job: JobDefinition, job_run_id: str
@@ -208,6 +254,13 @@ class Launcher:
 
 def _iso(value: datetime | None) -> str | None:
     return iso_ms(value) if value is not None else None
+
+
+def _as_text(value: Any) -> str:
+    """A header value as sent: text as-is, null as empty, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _failure(message: str, reason: str) -> JobOutcome:

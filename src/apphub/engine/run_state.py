@@ -18,10 +18,10 @@ from apphub.domain.jobs import JobDefinition
 from apphub.domain.planning import Plan, PlanStep, StepStatus, StepView, after_failure
 from apphub.domain.workflows import FanoutStep, WorkflowDefinition
 from apphub.engine.assets import RunIdentity, produced_event, production_row
-from apphub.engine.launch import Launcher, StepSpec
+from apphub.engine.launch import Invocation, Launcher, StepSpec
 from apphub.engine.records import StepRecord, Transition, job_run_view
 from apphub.engine.run_events import announces_end, run_ended_event
-from apphub.engine.runtimes import JobInvocation, JobOutcome
+from apphub.engine.runtimes import JobOutcome
 from apphub.store.rows import new_id
 
 DEFAULT_MAX_PARALLEL = 16
@@ -91,8 +91,8 @@ class RunState:
 
     # --- applying a plan ----------------------------------------------------------------------
 
-    def apply(self, decision: Plan, now: datetime) -> list[tuple[str, JobInvocation]]:
-        """Apply the planner's answer; returns the job calls to start, by step id."""
+    def apply(self, decision: Plan, now: datetime) -> list[tuple[str, Invocation]]:
+        """Apply the planner's answer; returns the job runs and service calls to start."""
         for step_id in decision.skip:
             self._settle(self.records[step_id], "skipped", now)
         for step_id, outcome in decision.finish_fanouts.items():
@@ -104,7 +104,7 @@ class RunState:
                 launches.append((step_id, invocation))
         return launches
 
-    def _start(self, record: StepRecord, now: datetime) -> JobInvocation | None:
+    def _start(self, record: StepRecord, now: datetime) -> Invocation | None:
         spec, extra_scope = self.spec_of(record)
         self.change.run_values["current_step_id"] = record.step_id
         if isinstance(spec, FanoutStep):

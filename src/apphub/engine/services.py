@@ -13,6 +13,7 @@ from apphub.bus.frames import FramePublisher
 from apphub.bus.publisher import register_local_ingest, unregister_local_ingest
 from apphub.domain.materialize import Backoff
 from apphub.domain.ratelimits import RateLimiter
+from apphub.engine.service_health import HealthPoller
 from apphub.queue import JobQueue, create_queue
 from apphub.settings import Settings
 from apphub.store.database import Database, open_database
@@ -80,6 +81,17 @@ class EngineServices:
             refresh_interval_s=settings.materializer_refresh_interval_ms / 1000,
             repair_interval_s=settings.reconcile_interval_ms / 1000,
             retention=timedelta(days=settings.event_retention_days),
+        )
+
+    def health_poller(self) -> HealthPoller:
+        """This process's service health poller; it acts only while it holds the cluster's role."""
+        settings = self.settings
+        return HealthPoller(
+            self.database,
+            self.broadcaster,
+            self.ingress.process_soon,
+            interval_s=settings.service_health_interval_ms / 1000,
+            timeout_s=settings.service_health_timeout_ms / 1000,
         )
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ from apphub.domain.base import utc_now
 from apphub.domain.workflows import WorkflowDefinition, job_slugs
 from apphub.engine.driver import DriverContext, RunDriver
 from apphub.engine.job_runs import handle_job_run
+from apphub.engine.service_calls import ServiceCaller
 from apphub.engine.services import EngineServices
 from apphub.store import claims as claim_store
 from apphub.store import job_runs as job_run_store
@@ -43,6 +44,7 @@ class Worker:
         self.worker_id = new_worker_id()
         self.drivers: dict[str, RunDriver] = {}
         self.stale_after_s = self.settings.heartbeat_timeout_ms / 1000
+        self.service_caller = ServiceCaller(services.database)
         self._context = DriverContext(
             database=services.database,
             workflow_queue=services.workflow_queue,
@@ -50,6 +52,7 @@ class Worker:
             publish_frames=services.frames.publish,
             process_events=services.ingress.process_soon,
             worker_id=self.worker_id,
+            call_service=self.service_caller.call,
             child_env=services.child_env,
         )
 
@@ -63,6 +66,7 @@ class Worker:
             await self._loops()
         finally:
             await asyncio.shield(self._hand_back())
+            await self.service_caller.close()
 
     async def _loops(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -489,3 +489,20 @@ materializer_decisions = Table(
 )
 """Why each (event, workflow, partition) did or did not run; a redelivery changes nothing.
 `asset_id` is the asset the workflow would materialize; `upstream_asset_id` what changed."""
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("slug", String(100), nullable=False, unique=True),
+    Column("display_name", String(200)),
+    Column("base_url", Text, nullable=False),
+    Column("health_path", String(500), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_message", Text),
+    Column("last_checked_at", UtcDateTime()),
+    Column("latency_ms", Integer),
+    Column("metadata", Json),
+    *_timestamps(),
+)
+"""Registered HTTP services, and what their last health check saw."""
