@@ -154,3 +154,18 @@ class TestCreateBroadcaster:
             assert isinstance(broadcaster, RedisBroadcaster)
         finally:
             await broadcaster.close()
+
+
+async def test_redis_databases_do_not_hear_each_other(redis_url: str, channel: str) -> None:
+    """Pub/sub is server-wide in Redis; deployments on `/1` and `/2` must stay apart."""
+    base = redis_url.rsplit("/", 1)[0]
+    first, second = RedisBroadcaster(f"{base}/1"), RedisBroadcaster(f"{base}/2")
+    same_db = RedisBroadcaster(f"{base}/1")
+    try:
+        async with first.subscribe(channel) as mine, second.subscribe(channel) as theirs:
+            await same_db.publish(channel, {"for": "db1"})
+            assert await mine.get(timeout=5) == {"for": "db1"}
+            assert await theirs.get(timeout=0.3) is None
+    finally:
+        for broadcaster in (first, second, same_db):
+            await broadcaster.close()

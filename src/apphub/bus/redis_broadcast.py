@@ -17,6 +17,8 @@ from apphub.bus.broadcast import BUFFER_SIZE, Inbox, Message, normalized
 log = structlog.get_logger(__name__)
 
 PREFIX = "apphub:"
+"""Channels are named `apphub:<db>:<channel>`: Redis pub/sub ignores database numbers, and two
+deployments on one Redis server (`/1` and `/2`) must not hear each other's frames."""
 SUBSCRIBE_TIMEOUT_S = 10.0
 RECONNECT_DELAY_S = 1.0
 
@@ -33,6 +35,8 @@ class RedisBroadcaster:
 
     def __init__(self, redis_url: str, *, buffer_size: int = BUFFER_SIZE) -> None:
         self._redis = Redis.from_url(redis_url)
+        database = self._redis.connection_pool.connection_kwargs.get("db", 0)
+        self._prefix = f"{PREFIX}{database}:"
         self._pubsub = self._redis.pubsub()
         self._buffer_size = buffer_size
         self._inboxes: dict[str, set[Inbox]] = {}
@@ -42,7 +46,7 @@ class RedisBroadcaster:
         self._closed = False
 
     async def publish(self, channel: str, message: Message) -> None:
-        await self._redis.publish(PREFIX + channel, normalized(message))
+        await self._redis.publish(self._prefix + channel, normalized(message))
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Inbox]:
@@ -95,12 +99,12 @@ class RedisBroadcaster:
                 return
             self._inboxes.pop(channel, None)
             try:
-                await self._pubsub.unsubscribe(PREFIX + channel)
+                await self._pubsub.unsubscribe(self._prefix + channel)
             except (RedisError, OSError):
                 log.warning("broadcast unsubscribe failed", channel=channel, exc_info=True)
 
     async def _subscribe_at_redis(self, channel: str) -> None:
-        name = (PREFIX + channel).encode()
+        name = (self._prefix + channel).encode()
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations[name] = confirmed
         try:
@@ -134,7 +138,7 @@ class RedisBroadcaster:
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
         elif message["type"] == "message":
-            self._deliver(name.decode()[len(PREFIX) :], message["data"])
+            self._deliver(name.decode()[len(self._prefix) :], message["data"])
 
     def _deliver(self, channel: str, data: bytes) -> None:
         inboxes = self._inboxes.get(channel)
