@@ -1,5 +1,6 @@
 # One set of commands for people and CI. `make help` lists them.
 PYTHON ?= python3
+TEST_WORKERS ?= 2
 VENV   := .venv
 BIN    := $(VENV)/bin
 
@@ -24,8 +25,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed ## Serve API + workers embedded (SQLite) on 127.0.0.1:4000, with the examples
 	$(BIN)/apphub serve --defs examples.directory_insights
 
-test: $(VENV)/.installed-dev ## Run the tests (SQLite always; PostgreSQL + Redis when they answer)
-	$(BIN)/pytest
+test: $(VENV)/.installed-dev ## Run the tests in TEST_WORKERS processes (SQLite always; PostgreSQL + Redis when they answer)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(VENV)/.installed-dev ## ruff and mypy (strict)
 	$(BIN)/ruff check src tests bench examples

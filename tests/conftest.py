@@ -36,6 +36,7 @@ from tests.services import (
     REQUIRE_SERVICES,
     answers,
     missing_services,
+    redis_database_url,
 )
 
 BACKENDS = ["sqlite", "postgres"]
@@ -70,11 +71,19 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis; skipped when it does not answer (fails when services are required)."""
+def worker_id(request: pytest.FixtureRequest) -> str:
+    """This test process's name under pytest-xdist (`gw0`, …), or `master` without it."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "master"
+
+
+@pytest.fixture(scope="session")
+def redis_url(worker_id: str) -> str:
+    """The test Redis, in a database of this test process's own; skipped when it does not
+    answer (fails when services are required)."""
     if not answers(REDIS_URL, 6379):
         pytest.skip("Redis does not answer (set APPHUB_REQUIRE_SERVICES=1 to fail instead)")
-    return REDIS_URL
+    return redis_database_url(REDIS_URL, worker_id, scaled=False)
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,13 @@ def missing_services() -> list[str]:
     if not answers(REDIS_URL, 6379):
         missing.append(f"Redis ({REDIS_URL})")
     return missing
+
+
+def redis_database_url(url: str, worker_id: str, *, scaled: bool) -> str:
+    """A Redis database of this test process's own: pytest-xdist workers (gw0, gw1, …) must not
+    share queues. Each process gets two: one for in-process tests, one for process clusters."""
+    index = int(worker_id[2:]) if worker_id.startswith("gw") else 0
+    database = 2 * index + (1 if scaled else 0)
+    if database > 15:
+        raise RuntimeError(f"too many test processes for Redis's 16 databases ({worker_id})")
+    return url.rsplit("/", 1)[0] + f"/{database}"

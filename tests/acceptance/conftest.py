@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from sqlalchemy import text
 
 from apphub.store.database import Database, open_database
 from apphub.store.tables import metadata
+from tests.services import redis_database_url
 
 STARTUP_SECONDS = 30
 ENDED = {"succeeded", "failed", "canceled"}
@@ -211,9 +211,10 @@ async def postgres_database(postgres_url: str) -> str:
 
 
 @pytest.fixture
-def cluster(postgres_database: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    redis_db = random.randint(1, 15)
-    scaled_redis = redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+def cluster(
+    postgres_database: str, redis_url: str, worker_id: str, tmp_path: Path
+) -> Iterator[Cluster]:
+    scaled_redis = redis_database_url(redis_url, worker_id, scaled=True)
     redis.Redis.from_url(scaled_redis).flushdb()
     port = free_port()
     env = apphub_env(tmp_path, port, postgres_database)
