@@ -45,6 +45,10 @@ class Settings:
     materializer_max_backoff_ms: int = 1_800_000
     materializer_refresh_interval_ms: int = 600_000
     """How often the materializer rebuilds its asset graph from scratch; 0 = never."""
+    trigger_error_threshold: int = 5
+    """Failed deliveries of a trigger within the error window that pause it."""
+    trigger_error_window_ms: int = 300_000
+    trigger_pause_ms: int = 300_000
 
     @property
     def token_file(self) -> Path:
@@ -85,6 +89,9 @@ class Settings:
             event_ingress_concurrency=_integer(env, "EVENT_INGRESS_CONCURRENCY", 5, 1),
             event_retention_days=_integer(env, "APPHUB_EVENT_RETENTION_DAYS", 30, 1),
             **_materializer(env),
+            trigger_error_threshold=_integer(env, "EVENT_TRIGGER_ERROR_THRESHOLD", 5, 1),
+            trigger_error_window_ms=_integer(env, "EVENT_TRIGGER_ERROR_WINDOW_MS", 300_000, 1),
+            trigger_pause_ms=_integer(env, "EVENT_TRIGGER_PAUSE_MS", 300_000, 1),
         )
 
 
