@@ -59,9 +59,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_workflow_event_triggers"),
         _workflow_fk("workflow_event_triggers"),
     )
-    op.create_index(
-        "ix_event_triggers_type", "workflow_event_triggers", ["event_type", "status"]
-    )
+    op.create_index("ix_event_triggers_type", "workflow_event_triggers", ["event_type", "status"])
     op.create_index(
         "ix_event_triggers_workflow",
         "workflow_event_triggers",
