@@ -4,7 +4,8 @@ A timer is a row with a due time. Embedded, one loop sleeps until the earliest d
 woken when an earlier one is added; scaled, a delayed queue message is the wake-up and every
 loop still looks at the rows (a lost message only delays a timer). Firing claims the row
 first, so two processes never fire the same timer, and deletes it after its handler ran, so
-a process that dies while firing leaves it to be fired again.
+a process that dies while firing leaves it to be fired again. A service claims only the
+kinds it has handlers for (the materializer's timers are not the scheduler's).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class TimerService:
             self._wake.clear()
             await self.fire_due_once()
             async with self.database.read() as connection:
-                earliest = await timer_store.earliest_due(connection, utc_now() - STALE_CLAIM)
+                earliest = await timer_store.earliest_due(
+                    connection, utc_now() - STALE_CLAIM, list(self.handlers)
+                )
             sleep = LONGEST_SLEEP_S
             if earliest is not None:
                 sleep = min(sleep, max(0.0, (earliest - utc_now()).total_seconds()))
@@ -80,7 +83,9 @@ class TimerService:
         while True:
             now = utc_now()
             async with self.database.write() as connection:
-                rows = await timer_store.claim_due(connection, now, now - STALE_CLAIM, BATCH)
+                rows = await timer_store.claim_due(
+                    connection, now, now - STALE_CLAIM, BATCH, list(self.handlers)
+                )
             for row in rows:
                 await self._fire(row)
             fired += len(rows)
