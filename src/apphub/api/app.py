@@ -101,8 +101,9 @@ def create_app(
                 worker = Worker(services, embedded=_embedded(settings, services))
                 ingress = IngressWorker(settings, services.database, services.ingress)
                 materializer = services.materializer()
+                automation = (services.trigger_worker().run(), services.scheduler().run())
                 worker_task = asyncio.create_task(
-                    _run_all(worker.run(), ingress.run(), materializer.run()),
+                    _run_all(worker.run(), ingress.run(), materializer.run(), *automation),
                     name="apphub-workers",
                 )
             log.info(

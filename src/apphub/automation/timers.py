@@ -50,15 +50,21 @@ class TimerService:
             key = f"timer:{int(due_at.timestamp() * 1000)}"
             await self.wakeups.enqueue("timers", key=key, delay_s=delay)
 
-    async def run(self) -> None:
+    async def run(self, *, close_wakeups: bool = True) -> None:
+        """Fire timers until cancelled; `close_wakeups=False` when it may run again (a
+        scheduler that loses and regains its role), and `close()` is called at the end."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._loop())
                 if self.wakeups is not None:
                     group.create_task(self.wakeups.consume(self._on_wakeup, concurrency=1))
         finally:
-            if self.wakeups is not None:
-                await self.wakeups.close()
+            if close_wakeups:
+                await self.close()
+
+    async def close(self) -> None:
+        if self.wakeups is not None:
+            await self.wakeups.close()
 
     async def _loop(self) -> None:
         while True:

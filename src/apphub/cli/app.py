@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from apphub.cli import assets, definitions, events, runs
+from apphub.cli import assets, definitions, events, runs, triggers
 from apphub.cli.client import CliError
 from apphub.cli.processes import run_process
 from apphub.sdk import Definitions
@@ -25,6 +25,8 @@ app.add_typer(definitions.workflows, name="workflows")
 app.add_typer(runs.runs, name="runs")
 app.add_typer(assets.assets, name="assets")
 app.add_typer(events.events, name="events")
+app.add_typer(triggers.triggers, name="triggers")
+app.add_typer(triggers.schedules, name="schedules")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
@@ -111,6 +113,12 @@ def worker() -> None:
 def materializer() -> None:
     """Run the asset materializer only (scaled mode): auto-materialize on events and timers."""
     run_process("materializer", lambda services: services.materializer().run())
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler only (scaled mode): cron schedules make runs; one acts per cluster."""
+    run_process("scheduler", lambda services: services.scheduler().run())
 
 
 @app.command()
