@@ -22,8 +22,11 @@ from apphub.api.routes import (
     health,
     jobs,
     observability,
+    retries,
     runs,
     saved_views,
+    schedules,
+    triggers,
     workflows,
     ws,
 )
@@ -138,6 +141,9 @@ def create_app(
         saved_views,
         observability,
         admin,
+        triggers,
+        schedules,
+        retries,
         ws,
     )
     for module in routers:
