@@ -19,6 +19,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from apphub.domain.assets import TimeWindowPartitioning, check_timezone
 from apphub.domain.base import ApiModel, JsonObject, Name, UtcTime
 from apphub.domain.partitions import occurrence_key, produced_declarations
+from apphub.domain.runs import Record
 
 CATCH_UP_BATCH = 25
 TRIGGERED_BY = "schedule"
@@ -86,7 +87,7 @@ class ScheduleSpec(ScheduleFields):
         return self
 
 
-class Schedule(ApiModel):
+class Schedule(Record):
     id: str
     workflow_definition_id: str
     workflow_slug: str

@@ -15,12 +15,14 @@ from typing import Literal
 
 from apphub.domain.retry import RetryPolicy, retry_delay_ms
 
-THROTTLE_BACKOFF = RetryPolicy(
-    max_attempts=10,
-    strategy="exponential",
-    initial_delay_ms=10_000,
-    max_delay_ms=900_000,
-    jitter=0.2,
+THROTTLE_BACKOFF = RetryPolicy.model_validate(
+    {
+        "maxAttempts": 10,
+        "strategy": "exponential",
+        "initialDelayMs": 10_000,
+        "maxDelayMs": 900_000,
+        "jitter": 0.2,
+    }
 )
 """Throttled deliveries wait 10 s, 20 s, 40 s, … up to 15 minutes, ±20%."""
 

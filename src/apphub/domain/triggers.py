@@ -14,6 +14,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from apphub.domain.base import ApiModel, JsonObject, Name, UtcTime, iso_ms
 from apphub.domain.errors import DefinitionError
+from apphub.domain.runs import Record
 from apphub.domain.trigger_predicates import Predicate
 from apphub.domain.trigger_templates import (
     TemplateProblem,
@@ -81,7 +82,7 @@ class TriggerSpec(TriggerFields):
         return self
 
 
-class Trigger(ApiModel):
+class Trigger(Record):
     id: str
     workflow_definition_id: str
     workflow_slug: str
@@ -106,7 +107,7 @@ class Trigger(ApiModel):
     updated_at: UtcTime
 
 
-class Delivery(ApiModel):
+class Delivery(Record):
     id: str
     trigger_id: str
     event_id: str
