@@ -108,7 +108,8 @@ async def test_a_matching_event_launches_one_run_with_templated_parameters(
         },
         runKeyTemplate="sync-{{ parameters.key | downcase }}-{{ parameters.version }}",
     )
-    assert created["version"] == 1 and created["status"] == "active"
+    assert created["version"] == 1
+    assert created["status"] == "active"
     other = await publish(api, namespace="billing", key="plan", version=1)
     matching = await publish(api, namespace="feature-flags", key="search", version=12)
     await publish(api, event_id=matching, namespace="feature-flags", key="search", version=12)
@@ -148,7 +149,8 @@ async def test_an_idempotency_key_launches_once_per_ttl(api: httpx.AsyncClient) 
     assert (await delivery_of(api, created["id"], again))["status"] == "launched"
     duplicate = await delivery_of(api, created["id"], same)
     assert duplicate["status"] == "skipped", duplicate
-    assert duplicate["dedupeKey"] == "a" and duplicate["workflowRunId"] is None
+    assert duplicate["dedupeKey"] == "a"
+    assert duplicate["workflowRunId"] is None
     assert "idempotency" in duplicate["lastError"]
     assert (await delivery_of(api, created["id"], other))["status"] == "launched"
     await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - started)))
@@ -167,9 +169,11 @@ async def test_a_full_throttle_window_throttles_then_launches(api: httpx.AsyncCl
     throttled = await delivery_of(api, created["id"], second)
     assert launched["status"] == "launched"
     assert throttled["status"] == "throttled", throttled
-    assert throttled["nextAttemptAt"] is not None and "throttleCount" in throttled["lastError"]
+    assert throttled["nextAttemptAt"] is not None
+    assert "throttleCount" in throttled["lastError"]
     retried = await delivery_of(api, created["id"], second, lambda d: d["status"] == "launched")
-    assert retried["attempts"] == 2 and retried["nextAttemptAt"] is None
+    assert retried["attempts"] == 2
+    assert retried["nextAttemptAt"] is None
     first_run = await wait_for_run(api, launched["workflowRunId"])
     second_run = await wait_for_run(api, retried["workflowRunId"])
     gap = _ms(second_run["createdAt"]) - _ms(first_run["createdAt"])
@@ -209,7 +213,8 @@ async def test_failing_launches_pause_the_trigger_then_it_resumes(api: httpx.Asy
     assert [p["triggerId"] for p in health["pausedTriggers"]] == [created["id"]]
     assert health["triggers"]["deliveries"]["failed"] == 2
     skipped = await delivery_of(api, created["id"], await publish(api, count=1))
-    assert skipped["status"] == "skipped" and "paused" in skipped["lastError"]
+    assert skipped["status"] == "skipped"
+    assert "paused" in skipped["lastError"]
     await asyncio.sleep(PAUSE_MS / 1000 + 0.1)
     resumed = await delivery_of(api, created["id"], await publish(api, count=3))
     assert resumed["status"] == "launched", resumed
@@ -311,7 +316,8 @@ async def test_a_sample_event_passes_templates_that_use_only_what_it_has(
     assert bad.status_code == 400, bad.text
     assert bad.json()["detail"]["errors"][0]["field"] == "runKeyTemplate"
     unchanged = (await api.get(path)).json()["data"]
-    assert unchanged["version"] == 1 and unchanged["runKeyTemplate"] == "{{ parameters.k }}"
+    assert unchanged["version"] == 1
+    assert unchanged["runKeyTemplate"] == "{{ parameters.k }}"
 
 
 async def test_guards_and_unknown_workflows(api: httpx.AsyncClient) -> None:
