@@ -77,8 +77,11 @@ class TimerService:
             sleep = LONGEST_SLEEP_S
             if earliest is not None:
                 sleep = min(sleep, max(0.0, (earliest - utc_now()).total_seconds()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and the loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+                async with asyncio.timeout(sleep):
+                    await self._wake.wait()
 
     async def _on_wakeup(self, _: str) -> None:
         await self.fire_due_once()

@@ -58,10 +58,11 @@ def _timing(spec: ScheduleSpec) -> Timing:
     return Timing(spec.cron, spec.timezone, spec.start_window, spec.end_window, spec.catch_up)
 
 
-def _planned(spec: ScheduleSpec, watermark: datetime) -> dict[str, Any]:
-    """The columns the timing decides: the watermark and the next due occurrence."""
+def _columns(spec: ScheduleSpec, watermark: datetime) -> dict[str, Any]:
+    """The stored columns, with the watermark and the next due occurrence it gives."""
     due = next_occurrence(_timing(spec), watermark) if spec.is_active else None
-    return {"last_occurrence": watermark, "next_run_at": due}
+    times = {"start_window": spec.start_window, "end_window": spec.end_window}
+    return column_values(spec) | times | {"last_occurrence": watermark, "next_run_at": due}
 
 
 async def _schedule_or_404(connection: AsyncConnection, schedule_id: str) -> Any:
@@ -89,7 +90,7 @@ async def create_schedule(
     async with services.database.write() as connection:
         workflow = await workflow_or_404(connection, slug)
         _check(workflow, spec)
-        values = column_values(spec) | _planned(spec, first_watermark(_timing(spec), now))
+        values = _columns(spec, first_watermark(_timing(spec), now))
         values |= {
             "id": schedule_id,
             "workflow_definition_id": workflow.id,
@@ -152,7 +153,7 @@ async def update_schedule(
         restart = any(changes.get(f, row._mapping[f]) != row._mapping[f] for f in TIMING_FIELDS)
         restart = restart or (spec.is_active and not row.is_active)
         watermark = max(now, first_watermark(_timing(spec), now)) if restart else None
-        values = column_values(spec) | _planned(spec, watermark or row.last_occurrence or now)
+        values = _columns(spec, watermark or row.last_occurrence or now)
         await schedule_store.update_schedule(connection, schedule_id, values | {"updated_at": now})
         await plan_next(connection, schedule_id, values["next_run_at"], now)
         row = await _schedule_or_404(connection, schedule_id)
