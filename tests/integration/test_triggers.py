@@ -362,3 +362,16 @@ def _ms(moment: str) -> float:
     from apphub.domain.base import parse_iso
 
     return parse_iso(moment).timestamp() * 1000
+
+
+async def test_a_run_key_that_renders_out_of_shape_fails_the_delivery(
+    api: httpx.AsyncClient,
+) -> None:
+    await workflow(api)
+    created = await trigger(api, runKeyTemplate="{{ event.payload.k }}")
+    failed = await delivery_of(api, created["id"], await publish(api, k="has spaces"))
+    assert failed["status"] == "failed", failed
+    assert "runKey" in failed["lastError"]
+    launched = await delivery_of(api, created["id"], await publish(api, k="fine-key"))
+    assert launched["status"] == "launched", launched
+    assert [run["runKey"] for run in await runs(api)] == ["fine-key"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apphub.automation.launch import insert_run
@@ -89,6 +90,10 @@ class _Decider:
             run = await self._insert(trigger, event, delivery_id, key)
         except (DefinitionError, TemplateProblem) as error:
             return await self.failed(trigger, state, str(error))
+        except ValidationError as error:  # a rendered run key or partition key out of shape
+            problem = error.errors()[0]
+            field = ".".join(str(part) for part in problem["loc"])
+            return await self.failed(trigger, state, f"{field}: {problem['msg']}")
         except run_store.RunKeyTakenError:
             return {"status": "skipped", "last_error": "run key already pending or running"}
         state.note_launch(self.now, key)
