@@ -93,13 +93,21 @@ class TriggerWorker:
 
     async def handle_now(self, event_ids: Sequence[str]) -> None:
         """Decide the events in one transaction; then give the throttled deliveries of
-        triggers whose runs ended their turn."""
-        now = utc_now()
-        async with self.database.write() as connection:
+        triggers whose runs ended their turn.
+
+        Most events concern no trigger: one read finds that out, and no write transaction
+        is opened for them (on SQLite a write takes the database's one write lock).
+        """
+        async with self.database.read() as connection:
             events = await event_store.by_ids(connection, event_ids)
-            ended = [event for event in events if _run_end(event)]
-            done = await deliver(connection, [e for e in events if e not in ended], self.rule, now)
-            freed = set()
+            listened = await trigger_store.candidates(connection, {e.type for e in events})
+        ended = [event for event in events if _run_end(event)]
+        if not listened and not ended:
+            return
+        now = utc_now()
+        freed = set()
+        async with self.database.write() as connection:
+            done = await deliver(connection, events if listened else [], self.rule, now)
             for event in ended:
                 run_id = str(event.payload.get("workflowRunId"))
                 trigger_id = await trigger_store.trigger_of_run(connection, run_id)
