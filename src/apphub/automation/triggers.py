@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
 from apphub.automation.batching import Batcher
-from apphub.automation.loops import every
+from apphub.automation.loops import every, with_database_retries
 from apphub.automation.timers import TimerService
 from apphub.automation.trigger_deliveries import RETRY, Delivered, deliver, retry
 from apphub.bus.frames import FramePublisher, frame
@@ -38,7 +38,6 @@ TRIGGER_QUEUE = "apphub_event_trigger_queue"
 TIMER_QUEUE = "apphub_event_trigger_timer_queue"
 RUN_ENDS = tuple(f"workflow.run.{status}" for status in ("succeeded", "failed", "canceled"))
 ORCHESTRATOR = "apphub.orchestrator"
-ATTEMPTS = 3
 BATCH = 200
 REPAIR_WINDOW = timedelta(hours=1)
 REPAIR_GRACE = timedelta(seconds=10)
@@ -81,15 +80,7 @@ class TriggerWorker:
 
     async def _handle_batch(self, event_ids: list[str]) -> None:
         """A database error is retried; events still undecided are left to the repair pass."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                await self.handle_now(event_ids)
-                return
-            except DBAPIError:
-                if attempt == ATTEMPTS:
-                    log.exception("trigger worker could not decide events", events=len(event_ids))
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
+        await with_database_retries(partial(self.handle_now, event_ids), "trigger events")
 
     async def handle_now(self, event_ids: Sequence[str]) -> None:
         """Decide the events in one transaction; then give the throttled deliveries of
