@@ -47,6 +47,10 @@ class Settings:
     """How often the materializer rebuilds its asset graph from scratch; 0 = never."""
     service_health_interval_ms: int = 30_000
     service_health_timeout_ms: int = 5_000
+    trigger_error_threshold: int = 5
+    """Failed deliveries of a trigger within the error window that pause it."""
+    trigger_error_window_ms: int = 300_000
+    trigger_pause_ms: int = 300_000
 
     @property
     def token_file(self) -> Path:
@@ -89,6 +93,9 @@ class Settings:
             **_materializer(env),
             service_health_interval_ms=_integer(env, "SERVICE_HEALTH_INTERVAL_MS", 30_000, 100),
             service_health_timeout_ms=_integer(env, "SERVICE_HEALTH_TIMEOUT_MS", 5_000, 100),
+            trigger_error_threshold=_integer(env, "EVENT_TRIGGER_ERROR_THRESHOLD", 5, 1),
+            trigger_error_window_ms=_integer(env, "EVENT_TRIGGER_ERROR_WINDOW_MS", 300_000, 1),
+            trigger_pause_ms=_integer(env, "EVENT_TRIGGER_PAUSE_MS", 300_000, 1),
         )
 
 

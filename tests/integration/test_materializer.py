@@ -405,8 +405,10 @@ async def _deferred_during_cooldown(api: httpx.AsyncClient, tmp_path: Path) -> N
     await downstream(api, parameters={"marker": str(marker), "succeedOn": 2})
     await produce_raw(api)
     await wait_runs(api, 1)
-    state = await automation(api)
-    assert state["cooldown"]["failures"] == 1
+    # The run's end reaches the materializer as an event: wait for the cooldown it records.
+    state = await wait_for(
+        api, "/workflows/down/auto-materialize", lambda s: s["cooldown"]["failures"] == 1
+    )
     assert state["cooldowns"][0]["owed"]["reason"] == "upstream-update"
     await produce_raw(api)
     runs = await wait_runs(api, 2, seconds=30)

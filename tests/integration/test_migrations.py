@@ -32,11 +32,15 @@ EXPECTED_TABLES = {
     "workflow_asset_partition_parameters",
     "workflow_asset_stale_partitions",
     "workflow_definitions",
+    "trigger_events",
+    "workflow_event_triggers",
     "workflow_events",
     "workflow_run_asset_waits",
     "workflow_run_step_assets",
     "workflow_run_steps",
     "workflow_runs",
+    "workflow_schedules",
+    "workflow_trigger_deliveries",
 }
 
 
@@ -72,6 +76,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0007"
+        assert version == "0008"
     finally:
         await database.dispose()

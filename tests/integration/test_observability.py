@@ -82,7 +82,12 @@ async def test_event_health_counts_what_ingress_admitted(api: httpx.AsyncClient)
     assert health["rateLimits"] == []
     assert health["eventCounts"] == {"received": 0, "deferred": 0, "processed": 2}
     empty = {"count": 0, "overdue": 0, "nextDueAt": None}
-    assert health["retryBacklog"] == {"events": empty, "workflowSteps": empty, "jobRuns": empty}
+    assert health["retryBacklog"] == {
+        "events": empty,
+        "workflowSteps": empty,
+        "jobRuns": empty,
+        "deliveries": empty,
+    }
     assert health["generatedAt"].endswith("Z")
 
 

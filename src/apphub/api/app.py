@@ -22,8 +22,11 @@ from apphub.api.routes import (
     health,
     jobs,
     observability,
+    retries,
     runs,
     saved_views,
+    schedules,
+    triggers,
     workflows,
     ws,
 )
@@ -102,9 +105,13 @@ def create_app(
                 worker = Worker(services, embedded=_embedded(settings, services))
                 ingress = IngressWorker(settings, services.database, services.ingress)
                 materializer = services.materializer()
-                poller = services.health_poller()
+                automation = (
+                    services.trigger_worker().run(),
+                    services.scheduler().run(),
+                    services.health_poller().run(),
+                )
                 worker_task = asyncio.create_task(
-                    _run_all(worker.run(), ingress.run(), materializer.run(), poller.run()),
+                    _run_all(worker.run(), ingress.run(), materializer.run(), *automation),
                     name="apphub-workers",
                 )
             log.info(
@@ -140,6 +147,9 @@ def create_app(
         service_routes,
         observability,
         admin,
+        triggers,
+        schedules,
+        retries,
         ws,
     )
     for module in routers:

@@ -162,14 +162,18 @@ class EventIngress:
         if rows:
             self._spawn(self.process(list(rows)))
 
-    async def process(self, rows: Sequence[Any], *, acknowledge_now: bool = False) -> None:
+    async def process(
+        self, rows: Sequence[Any], *, acknowledge_now: bool = False, forced: bool = False
+    ) -> None:
         """Rate-limit, frame and hand off; the `processed` mark follows in a shared batch.
+
+        `forced` (an operator's retry): no rate limit applies.
 
         Marking later is safe: an event still `received` when its process dies is processed
         again by the repair loop, and subscribers are idempotent by event id.
         """
         now = utc_now()
-        admitted, deferred = self._admit(rows, now)
+        admitted, deferred = (list(rows), {}) if forced else self._admit(rows, now)
         for until, seqs in deferred.items():
             async with self.database.write() as connection:
                 await event_store.mark(connection, seqs, event_store.DEFERRED, until)

@@ -1,4 +1,5 @@
-"""The one way a long-lived process repeats a step: sleep, run it, log a failure, go on."""
+"""The one way a long-lived process repeats a step (sleep, run it, log a failure, go on), and
+the one way a consumer retries a database step that failed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 log = structlog.get_logger(__name__)
 
@@ -19,3 +21,20 @@ async def every(seconds: float, step: Callable[[], Awaitable[Any]], name: str) -
             await step()
         except Exception:
             log.exception("loop step failed", loop=name)
+
+
+async def with_database_retries(
+    step: Callable[[], Awaitable[Any]], name: str, attempts: int = 3
+) -> bool:
+    """Run `step`, retrying a database error with a short backoff; False (logged) when it
+    kept failing, so the caller can leave the work to its durable fallback."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await step()
+            return True
+        except DBAPIError:
+            if attempt == attempts:
+                log.exception("database step failed", step=name, attempts=attempts)
+                return False
+            await asyncio.sleep(0.05 * 2**attempt)
+    return False

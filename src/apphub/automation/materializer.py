@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ from apphub.automation.freshness import (
     upstream_change,
 )
 from apphub.automation.ingress import EventIngress
-from apphub.automation.loops import every
+from apphub.automation.loops import every, with_database_retries
 from apphub.automation.timers import TimerService
 from apphub.bus import Broadcaster
 from apphub.bus.frames import FramePublisher, frame
@@ -76,7 +77,6 @@ TRUSTED_SOURCES = {
 }
 """Who raises each event the materializer acts on; the same type from elsewhere is ignored
 (recorded as handled, no decision): only apphub's own productions and marks launch runs."""
-ATTEMPTS = 3
 BATCH = 200
 """Events handled in one transaction at most (a burst shares it)."""
 REPAIR_WINDOW = timedelta(hours=1)
@@ -164,16 +164,9 @@ class Materializer:
 
     async def _handle_batch(self, event_ids: list[str]) -> None:
         """A database error is retried, then the events are left to a durable timer."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                await self.handle_now(event_ids)
-                return
-            except DBAPIError:
-                if attempt == ATTEMPTS:
-                    log.exception("materializer could not handle events", events=len(event_ids))
-                    await self._retry_later(event_ids)
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
+        step = partial(self.handle_now, event_ids)
+        if not await with_database_retries(step, "materializer events"):
+            await self._retry_later(event_ids)
 
     async def handle_now(self, event_ids: Sequence[str]) -> None:
         """Handle these events in their order; runs of `asset.produced` share a transaction.

@@ -4,7 +4,8 @@ A timer is a row with a due time. Embedded, one loop sleeps until the earliest d
 woken when an earlier one is added; scaled, a delayed queue message is the wake-up and every
 loop still looks at the rows (a lost message only delays a timer). Firing claims the row
 first, so two processes never fire the same timer, and deletes it after its handler ran, so
-a process that dies while firing leaves it to be fired again.
+a process that dies while firing leaves it to be fired again. A service claims only the
+kinds it has handlers for (the materializer's timers are not the scheduler's).
 """
 
 from __future__ import annotations
@@ -49,27 +50,38 @@ class TimerService:
             key = f"timer:{int(due_at.timestamp() * 1000)}"
             await self.wakeups.enqueue("timers", key=key, delay_s=delay)
 
-    async def run(self) -> None:
+    async def run(self, *, close_wakeups: bool = True) -> None:
+        """Fire timers until cancelled; `close_wakeups=False` when it may run again (a
+        scheduler that loses and regains its role), and `close()` is called at the end."""
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._loop())
                 if self.wakeups is not None:
                     group.create_task(self.wakeups.consume(self._on_wakeup, concurrency=1))
         finally:
-            if self.wakeups is not None:
-                await self.wakeups.close()
+            if close_wakeups:
+                await self.close()
+
+    async def close(self) -> None:
+        if self.wakeups is not None:
+            await self.wakeups.close()
 
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
             await self.fire_due_once()
             async with self.database.read() as connection:
-                earliest = await timer_store.earliest_due(connection, utc_now() - STALE_CLAIM)
+                earliest = await timer_store.earliest_due(
+                    connection, utc_now() - STALE_CLAIM, list(self.handlers)
+                )
             sleep = LONGEST_SLEEP_S
             if earliest is not None:
                 sleep = min(sleep, max(0.0, (earliest - utc_now()).total_seconds()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the wake-up does, and the loop would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
+                async with asyncio.timeout(sleep):
+                    await self._wake.wait()
 
     async def _on_wakeup(self, _: str) -> None:
         await self.fire_due_once()
@@ -80,7 +92,9 @@ class TimerService:
         while True:
             now = utc_now()
             async with self.database.write() as connection:
-                rows = await timer_store.claim_due(connection, now, now - STALE_CLAIM, BATCH)
+                rows = await timer_store.claim_due(
+                    connection, now, now - STALE_CLAIM, BATCH, list(self.handlers)
+                )
             for row in rows:
                 await self._fire(row)
             fired += len(rows)

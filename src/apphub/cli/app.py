@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from apphub.cli import assets, definitions, events, runs
+from apphub.cli import assets, definitions, events, runs, triggers
 from apphub.cli.client import CliError
 from apphub.cli.processes import run_process
 from apphub.cli.services import services
@@ -27,6 +27,8 @@ app.add_typer(runs.runs, name="runs")
 app.add_typer(assets.assets, name="assets")
 app.add_typer(events.events, name="events")
 app.add_typer(services, name="services")
+app.add_typer(triggers.triggers, name="triggers")
+app.add_typer(triggers.schedules, name="schedules")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
@@ -119,6 +121,12 @@ def materializer() -> None:
 def services_health() -> None:
     """Run the service health poller only (scaled mode); one acts per cluster."""
     run_process("services-health", lambda engine: engine.health_poller().run())
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the scheduler only (scaled mode): cron schedules make runs; one acts per cluster."""
+    run_process("scheduler", lambda services: services.scheduler().run())
 
 
 @app.command()

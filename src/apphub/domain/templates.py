@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 _TEMPLATE = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
-_MISSING = object()
+MISSING = object()
+"""What `walk` answers for a path that selects nothing (null is a value)."""
 
 
 def render(value: Any, scope: Mapping[str, Any]) -> Any:
@@ -40,21 +41,22 @@ def lookup(scope: Any, path: str) -> Any:
     segments = [segment for segment in path.strip().split(".") if segment] if path else []
     if not segments:
         return None
-    found = _walk(scope, segments)
-    return None if found is _MISSING else found
+    found = walk(scope, segments)
+    return None if found is MISSING else found
 
 
-def _walk(current: Any, segments: Sequence[str]) -> Any:
+def walk(current: Any, segments: Sequence[str]) -> Any:
+    """The value the segments lead to through objects and list indexes, or MISSING."""
     while segments:
         if isinstance(current, Mapping):
             current, consumed = _mapping_step(current, segments)
         elif isinstance(current, list) and segments[0].isdigit():
             index = int(segments[0])
-            current, consumed = (current[index], 1) if index < len(current) else (_MISSING, 1)
+            current, consumed = (current[index], 1) if index < len(current) else (MISSING, 1)
         else:
-            return _MISSING
-        if current is _MISSING:
-            return _MISSING
+            return MISSING
+        if current is MISSING:
+            return MISSING
         segments = segments[consumed:]
     return current
 
@@ -65,7 +67,7 @@ def _mapping_step(mapping: Mapping[str, Any], segments: Sequence[str]) -> tuple[
         key = ".".join(segments[:width])
         if key in mapping:
             return mapping[key], width
-    return _MISSING, 1
+    return MISSING, 1
 
 
 def _as_text(value: Any) -> str:

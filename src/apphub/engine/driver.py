@@ -76,6 +76,13 @@ class RunDriver:
         self.cancel_requested = asyncio.Event()
         self.poked = asyncio.Event()
 
+    def force_retry(self, step_id: str) -> None:
+        """An operator forced a scheduled retry: it is due now."""
+        record = self.state.records.get(step_id)
+        if record is not None and record.retry_state == "scheduled":
+            record.next_attempt_at = utc_now()
+        self.poked.set()
+
     def poke(self) -> None:
         """An asset this run waits for was produced: re-check waiting steps now."""
         self.state.recheck_waiting(utc_now())

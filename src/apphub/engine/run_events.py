@@ -1,8 +1,10 @@
-"""Persisted events the orchestrator raises besides `asset.produced`: the end of an auto run.
+"""Persisted events the orchestrator raises besides `asset.produced`: the end of an auto run
+or of a run an event trigger launched.
 
-An auto run's end is written as an event in the run's last transaction, so the asset
-materializer, which owns the run's claim and cooldown, hears of it even when it runs in
-another process or was down when the run ended. Other runs' ends stay live frames only.
+Such a run's end is written as an event in the run's last transaction, so the asset
+materializer (which owns an auto run's claim and cooldown) and the trigger worker (whose
+throttled deliveries wait for a trigger's runs to end) hear of it even when they run in
+another process or were down when the run ended. Other runs' ends stay live frames only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from apphub.automation.auto_runs import TRIGGERED_BY
 from apphub.domain.base import iso_ms
 from apphub.domain.events import EventEnvelope
+from apphub.domain.triggers import TRIGGERED_BY as EVENT_TRIGGER
 from apphub.engine.assets import EVENT_SOURCE
 from apphub.store.rows import new_id
 
@@ -47,4 +50,4 @@ def run_ended_event(
 
 
 def announces_end(run: Any) -> bool:
-    return bool(run.triggered_by == TRIGGERED_BY)
+    return run.triggered_by in (TRIGGERED_BY, EVENT_TRIGGER)

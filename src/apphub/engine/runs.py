@@ -5,17 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from apphub.automation.ingress import store_events
+from apphub.automation.launch import insert_run
 from apphub.bus.frames import CONTROL_CHANNEL, frame
 from apphub.domain.base import utc_now
 from apphub.domain.errors import ConflictError, NotFoundError
 from apphub.domain.jobs import JobDefinition
 from apphub.domain.parameters import check_parameters, merge_parameters
-from apphub.domain.requests import (
-    JobRunRequest,
-    WorkflowRunRequest,
-    pending_run,
-    workflow_run_values,
-)
+from apphub.domain.requests import JobRunRequest, WorkflowRunRequest
 from apphub.domain.runs import JobRun, WorkflowRun
 from apphub.engine.run_events import announces_end, run_ended_event
 from apphub.engine.services import EngineServices
@@ -35,15 +31,12 @@ async def start_workflow_run(
         workflow = await workflow_store.get_workflow(connection, slug)
         if workflow is None:
             raise NotFoundError("workflow not found")
-        values = workflow_run_values(workflow, request)
         try:
-            await run_store.insert_workflow_run(connection, values)
+            run = await insert_run(connection, workflow, request)
         except run_store.RunKeyTakenError:
-            holder = await run_store.active_run_with_key(
-                connection, workflow.id, values["run_key_normalized"]
-            )
+            key = (request.run_key or "").lower()
+            holder = await run_store.active_run_with_key(connection, workflow.id, key)
             raise ConflictError(RUN_KEY_TAKEN, reason="run_key_conflict", data=holder) from None
-    run = pending_run(values, workflow.slug)
     await services.workflow_queue.enqueue(run.id)
     services.frames.publish([frame("workflow.run.pending", run.model_dump(mode="json"))])
     return run

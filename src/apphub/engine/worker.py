@@ -174,3 +174,5 @@ class Worker:
                     self.cancel(run_id)
                 elif message.get("type") == "wake-run" and run_id in self.drivers:
                     self.drivers[run_id].poke()
+                elif message.get("type") == "force-retry" and run_id in self.drivers:
+                    self.drivers[run_id].force_retry(str(message.get("stepId")))

@@ -13,6 +13,7 @@ from sqlalchemy.sql import ColumnElement
 
 from apphub.domain.materialize import WorkflowState
 from apphub.domain.runs import ACTIVE_RUN_STATUSES
+from apphub.store import handled as handled_store
 from apphub.store.dialect import insert_new_returning, upsert
 from apphub.store.events import PROCESSED
 from apphub.store.tables import materializer_claims as claims
@@ -30,11 +31,7 @@ async def mark_handled(
 ) -> set[str]:
     """Note that the materializer handles these (id, type) events now; returns the ids that
     were not handled before."""
-    rows = [{"event_id": i, "event_type": t, "handled_at": now} for i, t in events]
-    return {
-        row[0]
-        for row in await insert_new_returning(connection, handled, rows, [handled.c.event_id])
-    }
+    return await handled_store.mark_handled(connection, handled, events, now)
 
 
 async def unhandled_events(
@@ -67,8 +64,7 @@ async def unhandled_events(
 
 
 async def prune_handled(connection: AsyncConnection, before: datetime) -> int:
-    result = await connection.execute(delete(handled).where(handled.c.handled_at < before))
-    return result.rowcount
+    return await handled_store.prune_handled(connection, handled, before)
 
 
 # --- the state decisions read -----------------------------------------------------------------

@@ -23,7 +23,13 @@ from sqlalchemy.sql import ColumnElement
 from apphub.domain.runs import TERMINAL_RUN_STATUSES
 from apphub.store import events as event_store
 from apphub.store.dialect import upsert_adding
-from apphub.store.tables import job_runs, metric_counters, workflow_events, workflow_run_steps
+from apphub.store.tables import (
+    job_runs,
+    metric_counters,
+    workflow_events,
+    workflow_run_steps,
+    workflow_trigger_deliveries,
+)
 
 CounterKey = tuple[str, str]
 """(name, labels as canonical JSON): the key of one counter row."""
@@ -235,6 +241,33 @@ def decisions_by_outcome(counters: Iterable[Counter]) -> list[tuple[str, str, fl
     )
 
 
+# --- event triggers ----------------------------------------------------------------------------
+
+TRIGGER_DELIVERIES = "apphub_event_trigger_deliveries_total"
+TRIGGER_OUTCOMES: tuple[str, ...] = ("launched", "failed", "throttled", "skipped")
+
+
+async def record_trigger_outcomes(
+    connection: AsyncConnection, outcomes: Sequence[str], now: datetime
+) -> None:
+    """Count delivery outcomes (launched, failed, throttled, skipped) in the caller's
+    transaction, so the figures are the cluster's however many trigger workers run."""
+    increments = Increments()
+    for outcome in outcomes:
+        increments.add(TRIGGER_DELIVERIES, {"outcome": outcome}, 1)
+    if increments.values:
+        await add_to_counters(connection, increments.values, now)
+
+
+def trigger_outcomes(counters: Iterable[Counter]) -> dict[str, float]:
+    """Delivery outcomes so far; every outcome present (0 when there was none)."""
+    found = dict.fromkeys(TRIGGER_OUTCOMES, 0.0)
+    for counter in counters:
+        if counter.name == TRIGGER_DELIVERIES:
+            found[counter.labels.get("outcome", "")] = counter.value
+    return found
+
+
 # --- runs ----------------------------------------------------------------------------------
 
 
@@ -300,8 +333,9 @@ class Backlog:
 
 
 async def retry_backlog(connection: AsyncConnection, now: datetime) -> dict[str, Backlog]:
-    """Deferred events, workflow steps with a retry scheduled, standalone job runs to retry."""
-    events, steps = workflow_events, workflow_run_steps
+    """Deferred events, workflow steps with a retry scheduled, standalone job runs to retry,
+    throttled trigger deliveries."""
+    events, steps, deliveries = workflow_events, workflow_run_steps, workflow_trigger_deliveries
     return {
         "events": await _backlog(
             connection, events.c.available_at, events.c.status == event_store.DEFERRED, now
@@ -316,6 +350,9 @@ async def retry_backlog(connection: AsyncConnection, now: datetime) -> dict[str,
             & job_runs.c.next_attempt_at.is_not(None)
             & job_runs.c.workflow_run_step_id.is_(None),
             now,
+        ),
+        "deliveries": await _backlog(
+            connection, deliveries.c.next_attempt_at, deliveries.c.status == "throttled", now
         ),
     }
 

@@ -490,6 +490,112 @@ materializer_decisions = Table(
 """Why each (event, workflow, partition) did or did not run; a redelivery changes nothing.
 `asset_id` is the asset the workflow would materialize; `upstream_asset_id` what changed."""
 
+# --- event triggers and schedules (0007) ------------------------------------------------------
+
+workflow_event_triggers = Table(
+    "workflow_event_triggers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("event_type", String(200), nullable=False),
+    Column("event_source", String(200)),
+    Column("predicates", Json, nullable=False),
+    Column("parameter_template", Json),
+    Column("run_key_template", String(500)),
+    Column("idempotency_key_expression", String(200)),
+    Column("idempotency_ttl_ms", BigInteger, nullable=False),
+    Column("throttle_window_ms", Integer),
+    Column("throttle_count", Integer),
+    Column("max_concurrency", Integer),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("metadata", Json),
+    Column("paused_until", UtcDateTime()),
+    Column("recent_failures", Json),
+    *_timestamps(),
+    Index("ix_event_triggers_type", "event_type", "status"),
+    Index("ix_event_triggers_workflow", "workflow_definition_id", "created_at"),
+)
+"""A workflow's event triggers; `paused_until` and `recent_failures` (the failure times inside
+the error window) are the auto-pause state, kept on the row the decisions lock."""
+
+workflow_trigger_deliveries = Table(
+    "workflow_trigger_deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "trigger_id",
+        String(36),
+        ForeignKey("workflow_event_triggers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("workflow_run_id", String(36)),
+    Column("dedupe_key", String(500)),
+    Column("next_attempt_at", UtcDateTime()),
+    Column("launched_at", UtcDateTime()),
+    *_timestamps(),
+    UniqueConstraint("trigger_id", "event_id", name="uq_trigger_deliveries_identity"),
+    Index("ix_trigger_deliveries_created", "trigger_id", "created_at"),
+    Index("ix_trigger_deliveries_launched", "trigger_id", "launched_at"),
+    Index("ix_trigger_deliveries_dedupe", "trigger_id", "dedupe_key", "created_at"),
+    Index("ix_trigger_deliveries_run", "workflow_run_id"),
+    Index("ix_trigger_deliveries_retry", "status", "next_attempt_at"),
+)
+"""What each trigger did with each event it matched; one row per (trigger, event), so a
+redelivered event changes nothing."""
+
+trigger_events = Table(
+    "trigger_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("event_type", String(256), nullable=False),
+    Column("handled_at", UtcDateTime(), nullable=False),
+    Index(None, "handled_at"),
+)
+"""Events the trigger worker has evaluated: one whose hand-off was lost is found and handled
+by the repair loop."""
+
+workflow_schedules = Table(
+    "workflow_schedules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "workflow_definition_id",
+        String(36),
+        ForeignKey("workflow_definitions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(200)),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("parameters", Json, nullable=False),
+    Column("start_window", UtcDateTime()),
+    Column("end_window", UtcDateTime()),
+    Column("catch_up", Boolean, nullable=False),
+    Column("is_active", Boolean, nullable=False),
+    Column("last_occurrence", UtcDateTime()),
+    Column("next_run_at", UtcDateTime()),
+    Column("last_run_id", String(36)),
+    Column("last_error", Text),
+    *_timestamps(),
+    Index("ix_workflow_schedules_workflow", "workflow_definition_id", "created_at"),
+)
+"""Cron schedules. `last_occurrence` is the watermark: occurrences after it are owed, and it
+moves in the transaction that creates their runs, so an occurrence never runs twice."""
+
+# --- the service registry (0008) --------------------------------------------------------------
+
 services = Table(
     "services",
     metadata,

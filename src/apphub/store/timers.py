@@ -3,6 +3,7 @@ whose process dies while firing is fired again, and a timer rescheduled meanwhil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,29 +39,34 @@ async def schedule(
     )
 
 
-def _fireable(now: datetime, stale_claim: datetime) -> Any:
+def _unclaimed(stale_claim: datetime, kinds: Sequence[str]) -> Any:
     return and_(
-        timers.c.due_at <= now,
+        timers.c.kind.in_(list(kinds)),
         or_(timers.c.claimed_at.is_(None), timers.c.claimed_at < stale_claim),
     )
 
 
-async def earliest_due(connection: AsyncConnection, stale_claim: datetime) -> datetime | None:
+async def earliest_due(
+    connection: AsyncConnection, stale_claim: datetime, kinds: Sequence[str]
+) -> datetime | None:
+    """The next due time among timers of these kinds (the ones a process can fire)."""
     moment: datetime | None = await connection.scalar(
-        select(func.min(timers.c.due_at)).where(
-            or_(timers.c.claimed_at.is_(None), timers.c.claimed_at < stale_claim)
-        )
+        select(func.min(timers.c.due_at)).where(_unclaimed(stale_claim, kinds))
     )
     return moment
 
 
 async def claim_due(
-    connection: AsyncConnection, now: datetime, stale_claim: datetime, limit: int
+    connection: AsyncConnection,
+    now: datetime,
+    stale_claim: datetime,
+    limit: int,
+    kinds: Sequence[str],
 ) -> list[Any]:
-    """Take due timers to fire; concurrent processes never take the same one."""
+    """Take due timers of these kinds to fire; concurrent processes never take the same one."""
     due = (
         select(timers.c.id)
-        .where(_fireable(now, stale_claim))
+        .where(timers.c.due_at <= now, _unclaimed(stale_claim, kinds))
         .order_by(timers.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -79,6 +85,10 @@ async def finish(connection: AsyncConnection, timer_id: int, due_at: datetime) -
     await connection.execute(
         delete(timers).where(timers.c.id == timer_id, timers.c.due_at == due_at)
     )
+
+
+async def cancel(connection: AsyncConnection, kind: str, key: str) -> None:
+    await connection.execute(delete(timers).where(timers.c.kind == kind, timers.c.key == key))
 
 
 async def list_timers(connection: AsyncConnection, kind: str, key_prefixes: list[str]) -> list[Any]:

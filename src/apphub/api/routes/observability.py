@@ -44,6 +44,7 @@ from apphub.engine.services import EngineServices
 from apphub.queue import JobQueue, QueueCounts, create_queue
 from apphub.security import Principal
 from apphub.store import metrics as metric_store
+from apphub.store import triggers as trigger_store
 from apphub.store.database import Database
 from apphub.store.tables import job_runs, workflow_runs
 
@@ -94,6 +95,20 @@ class RetryBacklog(ApiModel):
     events: BacklogView
     workflow_steps: BacklogView
     job_runs: BacklogView
+    deliveries: BacklogView
+
+
+class PausedTrigger(ApiModel):
+    trigger_id: str
+    workflow_slug: str
+    name: str
+    until: UtcTime
+
+
+class TriggerHealth(ApiModel):
+    """Delivery outcomes so far, cluster-wide: launched, failed, throttled, skipped."""
+
+    deliveries: dict[str, float]
 
 
 class EventHealth(ApiModel):
@@ -103,6 +118,8 @@ class EventHealth(ApiModel):
     rate_limits: list[RateLimitView]
     retry_backlog: RetryBacklog
     event_counts: dict[str, int]
+    triggers: TriggerHealth
+    paused_triggers: list[PausedTrigger]
 
 
 class QueueStateCounts(ApiModel):
@@ -163,6 +180,8 @@ async def event_health(
     async with services.database.read() as connection:
         backlog = await metric_store.retry_backlog(connection, now)
         counts = await metric_store.event_counts(connection)
+        counters = await metric_store.read_counters(connection, metric_store.TRIGGER_DELIVERIES)
+        paused = await trigger_store.paused_triggers(connection, now)
     health = services.ingress.health()
     return {
         "data": {
@@ -172,6 +191,16 @@ async def event_health(
             "rateLimits": health["rateLimits"],
             "retryBacklog": {kind: _backlog_json(entry) for kind, entry in backlog.items()},
             "eventCounts": counts,
+            "triggers": {"deliveries": metric_store.trigger_outcomes(counters)},
+            "pausedTriggers": [
+                {
+                    "triggerId": row.id,
+                    "workflowSlug": row.workflow_slug,
+                    "name": row.name,
+                    "until": row.paused_until,
+                }
+                for row in paused
+            ],
         }
     }
 
@@ -327,6 +356,7 @@ class ClusterCollector(Collector):
         yield from _event_families(self.snapshot)
         yield from _run_families(self.snapshot)
         yield from _materializer_families(self.snapshot)
+        yield from _trigger_families(self.snapshot)
 
 
 def _queue_families(readings: list[QueueReading]) -> Iterator[Metric]:
@@ -414,3 +444,14 @@ def _materializer_families(snapshot: ClusterSnapshot) -> Iterator[Metric]:
         sum_value=histogram.sum,
     )
     yield from (decisions, reaction)
+
+
+def _trigger_families(snapshot: ClusterSnapshot) -> Iterator[Metric]:
+    deliveries = CounterMetricFamily(
+        "apphub_event_trigger_deliveries",
+        "Event trigger deliveries, by outcome (launched, failed, throttled, skipped)",
+        labels=["outcome"],
+    )
+    for outcome, value in metric_store.trigger_outcomes(snapshot.counters).items():
+        deliveries.add_metric([outcome], value)
+    yield deliveries

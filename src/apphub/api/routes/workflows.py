@@ -58,7 +58,7 @@ async def list_workflows(database: Db) -> dict[str, Any]:
 @router.get("/workflows/{slug}", response_model=Data[WorkflowDetail], responses=NOT_FOUND)
 async def get_workflow(slug: str, database: Db) -> dict[str, Any]:
     async with database.read() as connection:
-        workflow = await _workflow_or_404(connection, slug)
+        workflow = await workflow_or_404(connection, slug)
         runs = await run_store.list_workflow_runs(
             connection, workflow_definition_id=workflow.id, limit=RECENT_RUNS
         )
@@ -99,7 +99,7 @@ async def list_workflow_runs(
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> dict[str, Any]:
     async with database.read() as connection:
-        workflow = await _workflow_or_404(connection, slug)
+        workflow = await workflow_or_404(connection, slug)
         runs = await run_store.list_workflow_runs(
             connection, workflow_definition_id=workflow.id, limit=limit, offset=offset
         )
@@ -122,7 +122,7 @@ async def run_workflow(
     return {"data": await start_workflow_run(services, slug, request or WorkflowRunRequest())}
 
 
-async def _workflow_or_404(connection: AsyncConnection, slug: str) -> WorkflowDefinition:
+async def workflow_or_404(connection: AsyncConnection, slug: str) -> WorkflowDefinition:
     workflow = await workflow_store.get_workflow(connection, slug)
     if workflow is None:
         raise NotFoundError("workflow not found")
