@@ -21,7 +21,7 @@ from tests.conftest import READER_TOKEN, bearer, open_hub
 from tests.runs import register_job, register_workflow, wait_for, wait_for_run
 
 SLUG = "sync"
-PAUSE_MS = 1500
+PAUSE_MS = 3000
 
 
 @pytest.fixture
@@ -38,6 +38,13 @@ async def api(database: Database, tmp_path: Path) -> AsyncIterator[httpx.AsyncCl
 
 async def workflow(api: httpx.AsyncClient, **fields: Any) -> None:
     await register_workflow(api, SLUG, [{"id": "sync", "jobSlug": "emit"}], **fields)
+
+
+async def gated_workflow(api: httpx.AsyncClient, gate: Path) -> None:
+    """Its runs stay in flight until `gate` exists (or 30 s): no race with a loaded machine."""
+    await register_job(api, "gated", "gated")
+    steps = [{"id": "sync", "jobSlug": "gated"}]
+    await register_workflow(api, SLUG, steps, defaultParameters={"gate": str(gate)})
 
 
 async def trigger(api: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
@@ -138,7 +145,7 @@ async def test_a_matching_event_launches_one_run_with_templated_parameters(
 async def test_an_idempotency_key_launches_once_per_ttl(api: httpx.AsyncClient) -> None:
     await workflow(api)
     created = await trigger(
-        api, idempotencyKeyExpression="event.payload.key", idempotencyTtlMs=1500
+        api, idempotencyKeyExpression="event.payload.key", idempotencyTtlMs=3000
     )
     first = await publish(api, key="a")
     assert (await delivery_of(api, created["id"], first))["status"] == "launched"
@@ -153,7 +160,7 @@ async def test_an_idempotency_key_launches_once_per_ttl(api: httpx.AsyncClient) 
     assert duplicate["workflowRunId"] is None
     assert "idempotency" in duplicate["lastError"]
     assert (await delivery_of(api, created["id"], other))["status"] == "launched"
-    await asyncio.sleep(max(0.0, 1.6 - (time.monotonic() - started)))
+    await asyncio.sleep(max(0.0, 3.1 - (time.monotonic() - started)))
     later = await publish(api, key="a")
     relaunched = await delivery_of(api, created["id"], later)
     assert relaunched["status"] == "launched", relaunched
@@ -162,7 +169,7 @@ async def test_an_idempotency_key_launches_once_per_ttl(api: httpx.AsyncClient) 
 
 async def test_a_full_throttle_window_throttles_then_launches(api: httpx.AsyncClient) -> None:
     await workflow(api)
-    created = await trigger(api, throttleCount=1, throttleWindowMs=1000)
+    created = await trigger(api, throttleCount=1, throttleWindowMs=2500)
     first = await publish(api, n=1)
     second = await publish(api, n=2)
     launched = await delivery_of(api, created["id"], first)
@@ -177,11 +184,14 @@ async def test_a_full_throttle_window_throttles_then_launches(api: httpx.AsyncCl
     second_run = await wait_for_run(api, retried["workflowRunId"])
     # The first delivery was written at its launch; the retry came once the window had room.
     gap = _ms(second_run["createdAt"]) - _ms(launched["createdAt"])
-    assert gap >= 1000, gap
+    assert gap >= 2500, gap
 
 
-async def test_max_concurrency_waits_for_the_run_in_flight(api: httpx.AsyncClient) -> None:
-    await workflow(api, defaultParameters={"sleep": 1.0})
+async def test_max_concurrency_waits_for_the_run_in_flight(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"  # the first run stays in flight until the test opens it
+    await gated_workflow(api, gate)
     created = await trigger(api, maxConcurrency=1)
     first = await publish(api, n=1)
     launched = await delivery_of(api, created["id"], first)
@@ -189,6 +199,7 @@ async def test_max_concurrency_waits_for_the_run_in_flight(api: httpx.AsyncClien
     throttled = await delivery_of(api, created["id"], second)
     assert throttled["status"] == "throttled", throttled
     assert "maxConcurrency" in throttled["lastError"]
+    gate.touch()
     retried = await delivery_of(api, created["id"], second, lambda d: d["status"] == "launched")
     first_run = await wait_for_run(api, launched["workflowRunId"])
     second_run = await wait_for_run(api, retried["workflowRunId"])
@@ -333,8 +344,10 @@ async def test_guards_and_unknown_workflows(api: httpx.AsyncClient) -> None:
     ).status_code == 400
 
 
-async def test_operators_force_and_cancel_throttled_deliveries(api: httpx.AsyncClient) -> None:
-    await workflow(api, defaultParameters={"sleep": 2.0})
+async def test_operators_force_and_cancel_throttled_deliveries(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await gated_workflow(api, tmp_path / "gate")  # the first run stays in flight
     created = await trigger(api, maxConcurrency=1)
     first = await delivery_of(api, created["id"], await publish(api, n=1))
     assert first["status"] == "launched"
@@ -356,6 +369,7 @@ async def test_operators_force_and_cancel_throttled_deliveries(api: httpx.AsyncC
     assert no_scope.status_code == 403
     active = [r for r in await runs(api) if r["status"] in ("pending", "running")]
     assert len(active) == 2  # the forced run went past maxConcurrency
+    (tmp_path / "gate").touch()  # let both runs end
 
 
 def _ms(moment: str) -> float:
