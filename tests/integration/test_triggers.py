@@ -10,13 +10,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from apphub.automation.ingress import event_row
+from apphub.domain.events import EventEnvelope
+from apphub.store import events as event_store
 from apphub.store.database import Database
+from apphub.store.tables import workflow_event_triggers
 from tests.conftest import READER_TOKEN, bearer, open_hub
 from tests.runs import register_job, register_workflow, wait_for, wait_for_run
 
@@ -389,3 +395,50 @@ async def test_a_run_key_that_renders_out_of_shape_fails_the_delivery(
     launched = await delivery_of(api, created["id"], await publish(api, k="fine-key"))
     assert launched["status"] == "launched", launched
     assert [run["runKey"] for run in await runs(api)] == ["fine-key"]
+
+
+async def test_the_repair_pass_decides_an_event_whose_hand_off_was_lost(
+    database: Database, tmp_path: Path
+) -> None:
+    """Stored and processed by the ingress, never given to the trigger queue (a lost
+    message): the repair pass finds it and decides it once; again, it finds nothing."""
+    quiet = {"reconcile_interval_ms": 3_600_000}  # only the test calls the repair pass
+    async with open_hub(database, tmp_path, **quiet) as hub:
+        api = hub.client
+        await register_job(api, "emit", "emit")
+        await workflow(api)
+        created = await trigger(api, eventSource="metastore.api")
+        now = datetime.now(UTC)
+        async with database.write() as connection:  # the trigger was there before the events
+            await connection.execute(
+                update(workflow_event_triggers)
+                .where(workflow_event_triggers.c.id == created["id"])
+                .values(created_at=now - timedelta(hours=3))
+            )
+
+        def lost(event_type: str, ago: timedelta) -> tuple[EventEnvelope, datetime]:
+            envelope = EventEnvelope(type=event_type, source="metastore.api", payload={"k": 1})
+            return envelope, now - ago
+
+        missed = lost("metastore.record.updated", timedelta(seconds=30))
+        unlistened = lost("metastore.record.deleted", timedelta(seconds=30))
+        too_old = lost("metastore.record.updated", timedelta(hours=2))  # past the repair window
+        async with database.write() as connection:
+            for envelope, received in (missed, unlistened, too_old):
+                [row] = await event_store.insert_events(connection, [event_row(envelope, received)])
+                await event_store.mark(connection, [row.seq], event_store.PROCESSED, None)
+        assert await deliveries(api, created["id"]) == []
+
+        worker = hub.services.trigger_worker()
+        assert await worker.repair_once() == 1
+        event_id = missed[0].id
+        delivery = await delivery_of(api, created["id"], event_id)
+        assert delivery["status"] == "launched", delivery
+        run = await wait_for_run(api, delivery["workflowRunId"])
+        assert run["status"] == "succeeded", run
+        assert run["trigger"]["event"]["id"] == event_id
+
+        assert await worker.repair_once() == 0  # decided: nothing left to repair
+        await worker.handle_now([event_id])  # a late redelivery changes nothing either
+        assert [d["id"] for d in await deliveries(api, created["id"])] == [delivery["id"]]
+        assert [r["id"] for r in await runs(api)] == [run["id"]]
