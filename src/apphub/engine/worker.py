@@ -99,6 +99,10 @@ class Worker:
             await driver.drive()
         finally:
             self.drivers.pop(run_id, None)
+        if driver.poked.is_set():
+            # Poked while letting the run go (a forced retry, an awaited asset): the release
+            # wrote the old wake-up time, so look at the run again now.
+            await self.services.workflow_queue.enqueue(run_id)
 
     async def _claim(self, run_id: str) -> RunDriver | None:
         now = utc_now()
@@ -174,5 +178,14 @@ class Worker:
                     self.cancel(run_id)
                 elif message.get("type") == "wake-run" and run_id in self.drivers:
                     self.drivers[run_id].poke()
-                elif message.get("type") == "force-retry" and run_id in self.drivers:
-                    self.drivers[run_id].force_retry(str(message.get("stepId")))
+                elif message.get("type") == "force-retry":
+                    await self._force_retry(run_id, str(message.get("stepId")))
+
+    async def _force_retry(self, run_id: str, step_id: str) -> None:
+        """A driven run takes the forced retry at once; a run let go meanwhile is woken now
+        (the queue's own wake-up may have arrived while this worker still held it)."""
+        driver = self.drivers.get(run_id)
+        if driver is not None:
+            driver.force_retry(step_id)
+        else:
+            await self.services.workflow_queue.enqueue(run_id)
