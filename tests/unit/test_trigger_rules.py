@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -199,6 +199,9 @@ steps = st.lists(
 
 
 @given(steps, st.integers(1, 4), st.integers(1, 5000))
+@example(  # a key relaunched after its TTL: the TTL then runs from that launch (found in CI)
+    script=[("event", 0), ("tick", 1), ("event", 0), ("event", 0)], max_concurrency=3, ttl_ms=1
+)
 def test_never_more_than_max_concurrency_active_runs(
     script: list[Step], max_concurrency: int, ttl_ms: int
 ) -> None:

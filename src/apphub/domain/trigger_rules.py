@@ -48,17 +48,22 @@ class TriggerState:
     """Launch times inside the throttle window, newest first (at most `throttleCount`)."""
     active_runs: int = 0
     seen_keys: dict[str, datetime] = field(default_factory=dict)
-    """Idempotency keys of deliveries that launched or wait to, with their first sighting."""
+    """Idempotency keys of deliveries that launched or wait to, with when they were accepted
+    inside the TTL (a key is a duplicate while that is less than the TTL ago)."""
 
     def note_launch(self, now: datetime, key: str | None) -> None:
         self.launches.insert(0, now)
         self.active_runs += 1
-        if key is not None:
-            self.seen_keys.setdefault(key, now)
+        self._accept(now, key)
 
     def note_waiting(self, now: datetime, key: str | None) -> None:
+        self._accept(now, key)
+
+    def _accept(self, now: datetime, key: str | None) -> None:
+        """Only a key that is not a duplicate is accepted, so an earlier sighting it replaces
+        has expired: the TTL now runs from this acceptance."""
         if key is not None:
-            self.seen_keys.setdefault(key, now)
+            self.seen_keys[key] = now
 
 
 @dataclass(frozen=True, slots=True)
