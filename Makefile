@@ -42,6 +42,7 @@ check: lint test ## lint, then test
 bench: $(VENV)/.installed-dev ## Print the benchmarks' figures (PostgreSQL + Redis parts need them running)
 	$(BIN)/python -m bench.orchestration
 	$(BIN)/python -m bench.materializer
+	$(BIN)/python -m bench.triggers
 
 clean: ## Remove the virtualenv and caches (keeps .apphub data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

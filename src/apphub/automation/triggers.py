@@ -86,25 +86,19 @@ class TriggerWorker:
         """Decide the events in one transaction; then give the throttled deliveries of
         triggers whose runs ended their turn.
 
-        Most events concern no trigger: one read finds that out, and no write transaction
-        is opened for them (on SQLite a write takes the database's one write lock).
+        Most events concern no trigger, and most run ends free no waiting delivery: one read
+        finds that out, and no write transaction is opened for them (on SQLite a write takes
+        the database's one write lock).
         """
         async with self.database.read() as connection:
             events = await event_store.by_ids(connection, event_ids)
             listened = await trigger_store.candidates(connection, {e.type for e in events})
-        ended = [event for event in events if _run_end(event)]
-        if not listened and not ended:
-            return
-        now = utc_now()
-        freed = set()
-        async with self.database.write() as connection:
-            done = await deliver(connection, events if listened else [], self.rule, now)
-            for event in ended:
-                run_id = str(event.payload.get("workflowRunId"))
-                trigger_id = await trigger_store.trigger_of_run(connection, run_id)
-                if trigger_id is not None:
-                    freed.add(trigger_id)
-        await self.announce(done)
+            ended = [str(e.payload.get("workflowRunId")) for e in events if _run_end(e)]
+            freed = await trigger_store.triggers_with_waiting(connection, ended) if ended else set()
+        if listened:
+            async with self.database.write() as connection:
+                done = await deliver(connection, events, self.rule, utc_now())
+            await self.announce(done)
         for trigger_id in sorted(freed):
             await self.retry_trigger(trigger_id, due_only=False)
 

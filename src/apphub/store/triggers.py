@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from apphub.domain.base import parse_iso
 from apphub.domain.runs import ACTIVE_RUN_STATUSES
@@ -235,10 +236,21 @@ async def throttled(connection: AsyncConnection, trigger_id: str, limit: int) ->
     return list(await connection.execute(query))
 
 
-async def trigger_of_run(connection: AsyncConnection, run_id: str) -> str | None:
-    query = select(deliveries.c.trigger_id).where(deliveries.c.workflow_run_id == run_id)
-    found: str | None = await connection.scalar(query.limit(1))
-    return found
+async def triggers_with_waiting(connection: AsyncConnection, run_ids: Sequence[str]) -> set[str]:
+    """The triggers that launched these runs and have throttled deliveries waiting: the only
+    ones a run's end gives anything to do."""
+    waiting = aliased(deliveries)
+    query = (
+        select(deliveries.c.trigger_id)
+        .where(
+            deliveries.c.workflow_run_id.in_(list(run_ids)),
+            exists().where(
+                waiting.c.trigger_id == deliveries.c.trigger_id, waiting.c.status == THROTTLED
+            ),
+        )
+        .distinct()
+    )
+    return set((await connection.execute(query)).scalars())
 
 
 # --- repair --------------------------------------------------------------------------------
