@@ -123,6 +123,23 @@ async def decided(
     raise AssertionError(f"{slug} has not {count} decisions: {found}")
 
 
+async def settled(api: httpx.AsyncClient, slug: str = "down") -> dict[str, Any]:
+    """The workflow's automation state once no auto run is in flight: its run's end, claim
+    release and cooldown update have all been handled (they are one transaction)."""
+    return await wait_for(api, f"/workflows/{slug}/auto-materialize", lambda d: not d["inFlight"])
+
+
+async def expiries(api: httpx.AsyncClient, slug: str, produced_since: str = "") -> Any:
+    """The workflow's pending freshness timers once the materializer has set one for a
+    production at or after `produced_since`: timers follow the `asset.produced` event."""
+    data = await wait_for(
+        api,
+        f"/workflows/{slug}/auto-materialize",
+        lambda d: any(e["producedAt"] >= produced_since for e in d["nextExpiries"]),
+    )
+    return data["nextExpiries"]
+
+
 async def settle(seconds: float = 0.4) -> None:
     """Long enough for anything still on its way to show (a second run would, by now)."""
     await asyncio.sleep(seconds)
@@ -157,7 +174,7 @@ async def test_an_upstream_production_launches_exactly_one_auto_run(hub: Hub) ->
     assert run["parameters"] == {**assets("clean"), "mode": "auto", "keep": 1}
     assert run["workflowDefinitionId"] == workflow["id"]
 
-    state = await automation(api)
+    state = await settled(api)
     [decision] = state["decisions"]
     assert decision["outcome"] == "launched"
     assert decision["reason"] == "upstream-update"
@@ -385,7 +402,7 @@ async def test_failures_cool_down_1x_2x_4x_then_success_resets(hub: Hub, tmp_pat
     ]
     for gap, expected in zip(gaps, (0.4, 0.8, 1.6), strict=True):
         assert expected - 0.02 <= gap <= expected + 1.0, gaps
-    state = await automation(api)
+    state = await settled(api)
     assert state["cooldown"] == {"failures": 0, "nextEligibleAt": None}
     assert state["cooldowns"] == []
     reasons = [(d["outcome"], d["reason"]) for d in await decided(api, 4)]
@@ -432,8 +449,7 @@ async def test_a_canceled_auto_run_releases_its_claim(hub: Hub) -> None:
         api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
     )
     assert (await api.post(f"/workflow-runs/{running[0]['id']}/cancel")).status_code == 202
-    await wait_for(api, "/workflows/down/auto-materialize", lambda data: not data["inFlight"])
-    state = await automation(api)
+    state = await settled(api)
     assert state["cooldown"]["failures"] == 0
 
 
@@ -448,8 +464,7 @@ async def test_ttl_expiry_relaunches_the_producer(hub: Hub) -> None:
     )
     first = await start_run(api, "snapshot")
     await wait_for_run(api, first["id"])
-    state = await automation(api, "snapshot")
-    [expiry] = state["nextExpiries"]
+    [expiry] = await expiries(api, "snapshot")
     assert (expiry["assetId"], expiry["reason"]) == ("snap", "ttl")
     [run] = await wait_runs(api, 1, "snapshot")
     assert run["trigger"]["reason"] == "expiry"
@@ -473,11 +488,10 @@ async def test_a_newer_production_moves_the_timer(hub: Hub) -> None:
         run = await start_run(api, "snapshot")
         await wait_for_run(api, run["id"])
         await asyncio.sleep(pause)
-    [expiry] = (await automation(api, "snapshot"))["nextExpiries"]
-    assert expiry["reason"] == "cadence"
     history = (await api.get("/workflows/snapshot/assets/snap/history")).json()["data"]
     newer, older = history[0]["producedAt"], history[1]["producedAt"]
-    assert expiry["producedAt"] == newer
+    [expiry] = await expiries(api, "snapshot", newer)
+    assert expiry["reason"] == "cadence"
     auto = (await wait_runs(api, 1, "snapshot"))[-1]
     assert auto["trigger"]["expiry"] == {"reason": "cadence"}
     assert parse_iso(auto["createdAt"]) >= parse_iso(newer) + cadence
@@ -596,7 +610,7 @@ async def test_the_repair_pass_handles_an_event_whose_hand_off_was_lost(hub: Hub
     assert await materializer.repair_once() == 1
     [run] = await wait_runs(api, 1)
     assert run["trigger"]["eventId"] == envelope.id
-    await wait_for(api, "/workflows/down/auto-materialize", lambda data: not data["inFlight"])
+    await settled(api)
     assert await materializer.repair_once() == 0  # handled now: nothing left to repair
 
 
