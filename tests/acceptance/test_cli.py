@@ -157,6 +157,14 @@ def test_run_commands(server_with_examples: Server) -> None:
     assert "succeeded" in run.stdout
     listed = server_with_examples.cli("runs", "list", "--workflow", "directory-insights-report")
     assert "succeeded" in listed.stdout
+    as_json = server_with_examples.cli(
+        "runs", "list", "--workflow", "directory-insights-report", "--json"
+    )
+    [listed_run] = json.loads(as_json.stdout)
+    assert (listed_run["workflowSlug"], listed_run["status"]) == (
+        "directory-insights-report",
+        "succeeded",
+    )
     bad = server_with_examples.cli("workflows", "run", "directory-insights-report", "-p", "oops")
     assert bad.returncode == 1
     assert "KEY=VALUE" in bad.stderr

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
-
 from apphub.cli.app import app
 from apphub.cli.client import CliError
+from apphub.cli.output import err_console
 from apphub.settings import SettingsError
 
 
@@ -15,5 +14,5 @@ def main() -> None:
     try:
         app()
     except (CliError, SettingsError) as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

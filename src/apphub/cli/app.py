@@ -6,10 +6,10 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from apphub.cli import assets, definitions, events, runs, triggers
 from apphub.cli.client import CliError
+from apphub.cli.output import console
 from apphub.cli.processes import run_process
 from apphub.cli.services import services
 from apphub.sdk import Definitions
@@ -32,7 +32,6 @@ app.add_typer(triggers.schedules, name="schedules")
 definitions.workflows.command("run")(runs.run_workflow)
 definitions.jobs.command("run")(runs.run_job)
 app.command()(runs.demo)
-console = Console()
 
 
 @app.command()

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from apphub.cli.client import ApiClient
-from apphub.settings import Settings
+from apphub.cli.client import api_client
+from apphub.cli.output import (
+    JsonOption,
+    Row,
+    console,
+    field,
+    payload_cell,
+    print_json,
+    print_rows,
+    table_of,
+    text,
+)
 
 assets = typer.Typer(
     help="Assets: what workflows produce and consume, and their history.", no_args_is_help=True
 )
-console = Console()
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-PAYLOAD_WIDTH = 60
-
-
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
-
-
-def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value))
-
-
-def _yes(flag: Any) -> str:
-    return "yes" if flag else "no"
 
 
 def _steps(refs: list[dict[str, Any]]) -> str:
@@ -46,14 +37,6 @@ def _who(refs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{ref['workflowSlug']}/{ref['stepId']}" for ref in refs)
 
 
-def _payload(payload: Any) -> str:
-    """Compact JSON, cut so a row stays on one line; escaped so brackets are not markup."""
-    text = json.dumps(payload, separators=(",", ":"), default=str)
-    if len(text) > PAYLOAD_WIDTH:
-        text = text[: PAYLOAD_WIDTH - 1] + "…"
-    return escape(text)
-
-
 @assets.command("list")
 def list_assets(
     workflow: Annotated[
@@ -62,45 +45,40 @@ def list_assets(
     as_json: JsonOption = False,
 ) -> None:
     """List assets: one workflow's, or every declared asset across workflows."""
-    client = _client()
+    client = api_client()
     if workflow:
         rows = client.get(f"/workflows/{workflow}/assets")
-        if as_json:
-            _print_json(rows)
-            return
-        table = Table(
-            "asset", "producers", "consumers", "available", "latest produced at", "latest partition"
-        )
-        for asset in rows:
-            latest = asset["latest"] or {}
-            table.add_row(
-                asset["assetId"],
-                _steps(asset["producers"]),
-                _steps(asset["consumers"]),
-                _yes(asset["available"]),
-                latest.get("producedAt") or "",
-                escape(latest.get("partitionKey") or ""),
-            )
-        console.print(table)
+        print_rows(rows, WORKFLOW_ASSET_COLUMNS, as_json=as_json)
         return
     graph = client.get("/assets/graph")
-    if as_json:
-        _print_json(graph["assets"])
-        return
-    table = Table(
-        "asset", "producers", "consumers", "latest materialization", "stale", "outdated upstreams"
-    )
-    for asset in graph["assets"]:
-        latest = asset["latestMaterializations"]
-        table.add_row(
-            asset["assetId"],
-            _who(asset["producers"]),
-            _who(asset["consumers"]),
-            latest[0]["producedAt"] if latest else "",
-            _yes(asset["hasStalePartitions"]),
-            ", ".join(asset["outdatedUpstreamAssetIds"]),
-        )
-    console.print(table)
+    print_rows(graph["assets"], GRAPH_ASSET_COLUMNS, as_json=as_json)
+
+
+def _latest(asset: Row, name: str) -> str:
+    return text((asset["latest"] or {}).get(name))
+
+
+def _newest_production(asset: Row) -> str:
+    latest = asset["latestMaterializations"]
+    return text(latest[0]["producedAt"] if latest else None)
+
+
+WORKFLOW_ASSET_COLUMNS = [
+    ("asset", field("assetId")),
+    ("producers", lambda asset: _steps(asset["producers"])),
+    ("consumers", lambda asset: _steps(asset["consumers"])),
+    ("available", field("available")),
+    ("latest produced at", lambda asset: _latest(asset, "producedAt")),
+    ("latest partition", lambda asset: _latest(asset, "partitionKey")),
+]
+GRAPH_ASSET_COLUMNS = [
+    ("asset", field("assetId")),
+    ("producers", lambda asset: _who(asset["producers"])),
+    ("consumers", lambda asset: _who(asset["consumers"])),
+    ("latest materialization", _newest_production),
+    ("stale", field("hasStalePartitions")),
+    ("outdated upstreams", lambda asset: ", ".join(asset["outdatedUpstreamAssetIds"])),
+]
 
 
 @assets.command("history")
@@ -115,26 +93,21 @@ def asset_history(
     query: dict[str, Any] = {"limit": limit}
     if partition is not None:
         query["partitionKey"] = partition
-    rows = _client().get(f"/workflows/{workflow}/assets/{asset}/history", params=query)
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("produced at", "partition", "run id", "step id", "payload")
-    for row in rows:
-        table.add_row(
-            row["producedAt"],
-            escape(row["partitionKey"] or ""),
-            row["runId"],
-            row["stepId"],
-            _payload(row["payload"]),
-        )
-    console.print(table)
+    rows = api_client().get(f"/workflows/{workflow}/assets/{asset}/history", params=query)
+    columns = [
+        ("produced at", field("producedAt")),
+        ("partition", field("partitionKey")),
+        ("run id", field("runId")),
+        ("step id", field("stepId")),
+        ("payload", lambda row: payload_cell(row["payload"])),
+    ]
+    print_rows(rows, columns, as_json=as_json)
 
 
 @assets.command("graph")
 def asset_graph() -> None:
     """Show the lineage: each workflow, the assets it produces, and who consumes them."""
-    graph = _client().get("/assets/graph")
+    graph = api_client().get("/assets/graph")
     if not graph["assets"]:
         console.print("no assets declared yet")
         return
@@ -176,9 +149,9 @@ def why(
 ) -> None:
     """Why an asset was (or was not) auto-materialized: its producers' policies, the
     materializer's recent decisions about it, and its next freshness expiries."""
-    answer = _client().get(f"/assets/{asset}/automation", params={"limit": limit})
+    answer = api_client().get(f"/assets/{asset}/automation", params={"limit": limit})
     if as_json:
-        _print_json(answer)
+        print_json(answer)
         return
     console.print(Text(f"asset {answer['assetId']}", style="bold"))
     for policy in answer["producers"]:
@@ -197,18 +170,16 @@ def why(
         f"  newest decision: {newest['outcome']} ({newest['reason']}): "
         f"{escape(newest['explanation'])}"
     )
-    table = Table("at", "event", "workflow", "partition", "outcome", "reason", "run id")
-    for row in decisions:
-        table.add_row(
-            row["at"],
-            row["eventType"],
-            row["workflowSlug"],
-            escape(row["partitionKey"] or ""),
-            row["outcome"],
-            row["reason"],
-            row["runId"] or "",
-        )
-    console.print(table)
+    columns = [
+        ("at", field("at")),
+        ("event", field("eventType")),
+        ("workflow", field("workflowSlug")),
+        ("partition", field("partitionKey")),
+        ("outcome", field("outcome")),
+        ("reason", field("reason")),
+        ("run id", field("runId")),
+    ]
+    console.print(table_of(decisions, columns))
 
 
 def _policy(policy: dict[str, Any]) -> str:

@@ -16,6 +16,11 @@ class CliError(Exception):
     """A failure to report on stderr before exiting non-zero."""
 
 
+def api_client() -> ApiClient:
+    """The client of the server the environment names (`APPHUB_URL`, else host and port)."""
+    return ApiClient.from_env(Settings.from_env())
+
+
 @dataclass
 class ApiClient:
     base_url: str

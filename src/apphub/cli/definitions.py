@@ -8,24 +8,15 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
-from rich.table import Table
 
-from apphub.cli.client import ApiClient, CliError
-from apphub.settings import Settings
+from apphub.cli.client import CliError, api_client
+from apphub.cli.output import JsonOption, console, field, print_json, print_rows
 
 jobs = typer.Typer(help="Job definitions.", no_args_is_help=True)
 workflows = typer.Typer(help="Workflow definitions.", no_args_is_help=True)
-console = Console()
-
 UpdateOption = Annotated[
     bool, typer.Option("--update", "-u", help="Update the definition if the slug is taken.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
 
 
 def load_document(path: Path) -> Any:
@@ -51,7 +42,7 @@ def register_document(kind: str, path: Path, update: bool) -> dict[str, Any]:
     document = load_document(path)
     if not isinstance(document, dict):
         raise CliError(f"{path} must hold one {kind[:-1]} definition (an object)")
-    client = _client()
+    client = api_client()
     try:
         created: dict[str, Any] = client.post(f"/{kind}", document)
         return created
@@ -63,35 +54,25 @@ def register_document(kind: str, path: Path, update: bool) -> dict[str, Any]:
     return updated
 
 
-def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value))
-
-
 @jobs.command("list")
 def list_jobs(as_json: JsonOption = False) -> None:
     """List registered jobs."""
-    rows = _client().get("/jobs")
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("slug", "name", "version", "type", "runtime", "entry point", "updated")
-    for job in rows:
-        table.add_row(
-            job["slug"],
-            job["name"],
-            str(job["version"]),
-            job["type"],
-            job["runtime"],
-            job["entryPoint"],
-            job["updatedAt"],
-        )
-    console.print(table)
+    columns = [
+        ("slug", field("slug")),
+        ("name", field("name")),
+        ("version", field("version")),
+        ("type", field("type")),
+        ("runtime", field("runtime")),
+        ("entry point", field("entryPoint")),
+        ("updated", field("updatedAt")),
+    ]
+    print_rows(api_client().get("/jobs"), columns, as_json=as_json)
 
 
 @jobs.command("show")
 def show_job(slug: str) -> None:
     """Show one job definition and its recent runs."""
-    _print_json(_client().get(f"/jobs/{slug}"))
+    print_json(api_client().get(f"/jobs/{slug}"))
 
 
 @jobs.command("register")
@@ -104,27 +85,21 @@ def register_job(path: Path, update: UpdateOption = False) -> None:
 @workflows.command("list")
 def list_workflows(as_json: JsonOption = False) -> None:
     """List registered workflows."""
-    rows = _client().get("/workflows")
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("slug", "name", "version", "steps", "roots", "updated")
-    for workflow in rows:
-        table.add_row(
-            workflow["slug"],
-            workflow["name"],
-            str(workflow["version"]),
-            str(len(workflow["steps"])),
-            ", ".join(workflow["dag"]["roots"]),
-            workflow["updatedAt"],
-        )
-    console.print(table)
+    columns = [
+        ("slug", field("slug")),
+        ("name", field("name")),
+        ("version", field("version")),
+        ("steps", lambda workflow: str(len(workflow["steps"]))),
+        ("roots", lambda workflow: ", ".join(workflow["dag"]["roots"])),
+        ("updated", field("updatedAt")),
+    ]
+    print_rows(api_client().get("/workflows"), columns, as_json=as_json)
 
 
 @workflows.command("show")
 def show_workflow(slug: str) -> None:
     """Show one workflow definition (with its DAG) and its recent runs."""
-    _print_json(_client().get(f"/workflows/{slug}"))
+    print_json(api_client().get(f"/workflows/{slug}"))
 
 
 @workflows.command("register")

@@ -10,40 +10,28 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from apphub.cli.client import ApiClient, CliError
+from apphub.cli.client import ApiClient, CliError, api_client
+from apphub.cli.output import (
+    JsonOption,
+    compact_json,
+    console,
+    err_console,
+    field,
+    payload_cell,
+    print_json,
+    table_of,
+)
 from apphub.cli.processes import run_process
-from apphub.settings import Settings
 
 events = typer.Typer(
     help="Events: publish them, query the log, tail them live; alone, run the ingress process.",
     invoke_without_command=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
-PAYLOAD_WIDTH = 60
 EVENT_TOPIC = "workflow.event.received"
 ACK = "connection.ack"
-
-
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
-
-
-def _compact(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"), default=str)
-
-
-def _cut_payload(payload: Any) -> str:
-    """Compact JSON, cut so a row stays on one line; escaped so brackets are not markup."""
-    text = _compact(payload)
-    if len(text) > PAYLOAD_WIDTH:
-        text = text[: PAYLOAD_WIDTH - 1] + "…"
-    return escape(text)
 
 
 # --- the ingress process ----------------------------------------------------------------
@@ -96,7 +84,7 @@ def publish(
         body["correlationId"] = correlation_id
     if event_id:
         body["id"] = event_id
-    accepted = _client().post("/events", body)
+    accepted = api_client().post("/events", body)
     console.print(f"event [bold]{escape(accepted['event']['id'])}[/bold] accepted")
 
 
@@ -111,18 +99,14 @@ def _query_params(filters: dict[str, str | None], limit: int | None) -> dict[str
     return params
 
 
-def _events_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("occurred at", "type", "source", "severity", "id", "payload")
-    for row in rows:
-        table.add_row(
-            row["occurredAt"],
-            escape(row["type"]),
-            escape(row["source"]),
-            row["severity"],
-            escape(row["id"]),
-            _cut_payload(row["payload"]),
-        )
-    return table
+EVENT_COLUMNS = [
+    ("occurred at", field("occurredAt")),
+    ("type", field("type")),
+    ("source", field("source")),
+    ("severity", field("severity")),
+    ("id", field("id")),
+    ("payload", lambda row: payload_cell(row["payload"])),
+]
 
 
 @events.command("query")
@@ -144,7 +128,7 @@ def query(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="How many (newest first).")] = None,
     cursor: Annotated[str | None, typer.Option(help="Continue from a previous page.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Query the event log (GET /admin/events), newest first."""
     filters = {
@@ -157,11 +141,11 @@ def query(
         "jsonPath": json_path,
         "cursor": cursor,
     }
-    data = _client().get("/admin/events", params=_query_params(filters, limit))
+    data = api_client().get("/admin/events", params=_query_params(filters, limit))
     if as_json:
-        console.print_json(json.dumps(data))
+        print_json(data)
         return
-    console.print(_events_table(data["events"]))
+    console.print(table_of(data["events"], EVENT_COLUMNS))
     next_cursor = data["page"].get("nextCursor")
     if next_cursor:
         console.print(f"next page: --cursor {escape(next_cursor)}", soft_wrap=True)
@@ -187,7 +171,9 @@ def _matches(event: dict[str, Any], event_type: str | None, source: str | None) 
 
 def _event_line(event: dict[str, Any]) -> str:
     parts = ("occurredAt", "type", "source", "severity")
-    return "  ".join([*(str(event.get(part, "")) for part in parts), _compact(event["payload"])])
+    return "  ".join(
+        [*(str(event.get(part, "")) for part in parts), compact_json(event["payload"])]
+    )
 
 
 def _frame_event(raw: str | bytes) -> dict[str, Any] | None:
@@ -233,7 +219,7 @@ def tail(
     """Print events live as the server receives them, until Ctrl-C."""
     from websockets.exceptions import ConnectionClosed, WebSocketException
 
-    client = _client()
+    client = api_client()
     url = _ws_url(client, after)
     keep = partial(_matches, event_type=event_type, source=source)
     try:

@@ -7,15 +7,13 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from apphub.cli.client import ApiClient, CliError
-from apphub.settings import Settings
+from apphub.cli.client import ApiClient, CliError, api_client
+from apphub.cli.output import JsonOption, Row, console, field, print_json, print_rows
 
 runs = typer.Typer(help="Workflow runs.", no_args_is_help=True)
-console = Console()
 ENDED = {"succeeded", "failed", "canceled", "expired"}
 STATUS_STYLE = {
     "succeeded": "green",
@@ -32,10 +30,6 @@ ParamOption = Annotated[
     typer.Option("--param", "-p", help="KEY=VALUE (VALUE parsed as JSON when it parses)."),
 ]
 WaitOption = Annotated[bool, typer.Option("--wait", "-w", help="Follow the run until it ends.")]
-
-
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
@@ -61,7 +55,7 @@ def run_workflow(
     body: dict[str, Any] = {"parameters": parse_params(params)}
     if run_key:
         body["runKey"] = run_key
-    client = _client()
+    client = api_client()
     run = client.post(f"/workflows/{slug}/run", body)
     console.print(f"run [bold]{run['id']}[/bold] of {slug} is {run['status']}")
     if wait:
@@ -72,7 +66,7 @@ def run_workflow(
 
 def run_job(slug: str, params: ParamOption = None) -> None:
     """Start a run of a job."""
-    job_run = _client().post(f"/jobs/{slug}/run", {"parameters": parse_params(params)})
+    job_run = api_client().post(f"/jobs/{slug}/run", {"parameters": parse_params(params)})
     console.print(f"job run [bold]{job_run['id']}[/bold] of {slug} is {job_run['status']}")
 
 
@@ -90,16 +84,12 @@ def follow(client: ApiClient, run_id: str, poll_s: float = 0.2) -> dict[str, Any
 
 
 def _steps_table(run: dict[str, Any], steps: list[dict[str, Any]]) -> Table:
-    status = run["status"]
-    title = (
-        f"run {run['id'][:8]} of {run['workflowSlug']}: [{STATUS_STYLE.get(status, '')}]{status}[/]"
-    )
+    title = f"run {run['id'][:8]} of {run['workflowSlug']}: {_styled_status(run)}"
     table = Table("step", "status", "attempt", "error", title=title, title_justify="left")
     for step in steps:
-        style = STATUS_STYLE.get(step["status"], "")
         table.add_row(
             step["stepId"],
-            f"[{style}]{step['status']}[/]",
+            _styled_status(step),
             str(step["attempt"]),
             (step.get("errorMessage") or "")[:80],
         )
@@ -111,6 +101,7 @@ def list_runs(
     workflow: Annotated[str | None, typer.Option(help="Only this workflow's runs.")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option(help="How many (newest first).")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
     """List recent workflow runs."""
     query: dict[str, Any] = {"limit": limit}
@@ -118,32 +109,43 @@ def list_runs(
         query["workflow"] = workflow
     if status:
         query["status"] = status
-    table = Table("id", "workflow", "status", "steps", "triggered by", "created", "duration")
-    for run in _client().get("/workflow-runs", params=query):
-        metrics = run["metrics"]
-        duration = f"{run['durationMs']} ms" if run["durationMs"] is not None else ""
-        table.add_row(
-            run["id"],
-            run["workflowSlug"],
-            f"[{STATUS_STYLE.get(run['status'], '')}]{run['status']}[/]",
-            f"{metrics['completedSteps']}/{metrics['totalSteps']}",
-            run["triggeredBy"] or "",
-            run["createdAt"],
-            duration,
-        )
-    console.print(table)
+    print_rows(api_client().get("/workflow-runs", params=query), RUN_COLUMNS, as_json=as_json)
+
+
+def _styled_status(row: Row) -> str:
+    status = row["status"]
+    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+def _steps_done(run: Row) -> str:
+    return f"{run['metrics']['completedSteps']}/{run['metrics']['totalSteps']}"
+
+
+def _duration(run: Row) -> str:
+    return "" if run["durationMs"] is None else f"{run['durationMs']} ms"
+
+
+RUN_COLUMNS = [
+    ("id", field("id")),
+    ("workflow", field("workflowSlug")),
+    ("status", _styled_status),
+    ("steps", _steps_done),
+    ("triggered by", field("triggeredBy")),
+    ("created", field("createdAt")),
+    ("duration", _duration),
+]
 
 
 @runs.command("show")
 def show_run(run_id: str) -> None:
     """Show one run (parameters, context, output) as JSON."""
-    console.print_json(json.dumps(_client().get(f"/workflow-runs/{run_id}")))
+    print_json(api_client().get(f"/workflow-runs/{run_id}"))
 
 
 @runs.command("steps")
 def show_steps(run_id: str) -> None:
     """Show the steps of one run."""
-    client = _client()
+    client = api_client()
     console.print(
         _steps_table(
             client.get(f"/workflow-runs/{run_id}"), client.get(f"/workflow-runs/{run_id}/steps")
@@ -154,13 +156,13 @@ def show_steps(run_id: str) -> None:
 @runs.command("watch")
 def watch_run(run_id: str) -> None:
     """Follow a run live until it ends."""
-    follow(_client(), run_id)
+    follow(api_client(), run_id)
 
 
 @runs.command("cancel")
 def cancel_run(run_id: str) -> None:
     """Cancel a run: pending steps are canceled, running ones stopped."""
-    run = _client().post(f"/workflow-runs/{run_id}/cancel", {})
+    run = api_client().post(f"/workflow-runs/{run_id}/cancel", {})
     console.print(f"cancel requested for run [bold]{run['id']}[/bold] ({run['status']})")
 
 
@@ -169,7 +171,7 @@ DEMO_WORKFLOW = "directory-insights-report"
 
 def demo(root: Annotated[str, typer.Option(help="The directory to scan.")] = ".") -> None:
     """Run the directory-insights-report example once, live, and say where to look."""
-    client = _client()
+    client = api_client()
     try:
         client.get(f"/workflows/{DEMO_WORKFLOW}")
     except CliError as error:

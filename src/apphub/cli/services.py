@@ -5,47 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from apphub.cli.client import ApiClient
-from apphub.cli.definitions import JsonOption, UpdateOption, register_document
-from apphub.settings import Settings
+from apphub.cli.client import api_client
+from apphub.cli.definitions import UpdateOption, register_document
+from apphub.cli.output import JsonOption, Row, console, field, print_rows
 
 services = typer.Typer(help="Registered HTTP services and their health.", no_args_is_help=True)
-console = Console()
 
 STATUS_STYLES = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "unknown": "dim"}
 
 
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
-
-
-def _status(service: dict[str, object]) -> str:
+def _status(service: Row) -> str:
     status = str(service["status"])
     return f"[{STATUS_STYLES.get(status, 'default')}]{status}[/]"
+
+
+def _latency(service: Row) -> str:
+    latency = service["latencyMs"]
+    return "" if latency is None else f"{latency} ms"
 
 
 @services.command("list")
 def list_services(as_json: JsonOption = False) -> None:
     """List registered services with the status of their last health check."""
-    rows = _client().get("/services")
-    if as_json:
-        console.print_json(data=rows)
-        return
-    table = Table("slug", "base URL", "status", "latency", "last check", "message")
-    for service in rows:
-        latency = service["latencyMs"]
-        table.add_row(
-            service["slug"],
-            service["baseUrl"] + service["healthPath"],
-            _status(service),
-            "" if latency is None else f"{latency} ms",
-            service["lastCheckedAt"] or "never",
-            service["statusMessage"] or "",
-        )
-    console.print(table)
+    columns = [
+        ("slug", field("slug")),
+        ("base URL", lambda service: service["baseUrl"] + service["healthPath"]),
+        ("status", _status),
+        ("latency", _latency),
+        ("last check", field("lastCheckedAt", "never")),
+        ("message", field("statusMessage")),
+    ]
+    print_rows(api_client().get("/services"), columns, as_json=as_json)
 
 
 @services.command("register")
@@ -58,7 +49,7 @@ def register_service(path: Path, update: UpdateOption = False) -> None:
 @services.command("check")
 def check_service(slug: str) -> None:
     """Check a service's health now and print what the check saw."""
-    service = _client().post(f"/services/{slug}/health-check", {})
+    service = api_client().post(f"/services/{slug}/health-check", {})
     latency = service["latencyMs"]
     detail = f" ({service['statusMessage']})" if service["statusMessage"] else ""
     console.print(f"{service['slug']}: {_status(service)} in {latency} ms{detail}")

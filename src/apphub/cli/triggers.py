@@ -5,38 +5,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from apphub.cli.client import ApiClient, CliError
+from apphub.cli.client import CliError, api_client
 from apphub.cli.definitions import load_document
+from apphub.cli.output import JsonOption, console, field, print_rows
 from apphub.cli.processes import run_process
 from apphub.cli.runs import ParamOption, parse_params
-from apphub.settings import Settings
 
 triggers = typer.Typer(
     help="Event triggers: list, create, deliveries; alone, run the trigger worker process.",
     invoke_without_command=True,
 )
 schedules = typer.Typer(help="Cron schedules: list and create.", no_args_is_help=True)
-console = Console()
-
 WorkflowOption = Annotated[str, typer.Option("--workflow", "-w", help="The workflow's slug.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _client() -> ApiClient:
-    return ApiClient.from_env(Settings.from_env())
-
-
-def _print_json(value: Any) -> None:
-    console.print_json(json.dumps(value))
 
 
 @triggers.callback()
@@ -50,22 +36,17 @@ def trigger_worker(ctx: typer.Context) -> None:
 @triggers.command("list")
 def list_triggers(workflow: WorkflowOption, as_json: JsonOption = False) -> None:
     """List a workflow's event triggers."""
-    rows = _client().get(f"/workflows/{quote(workflow)}/triggers")
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "name", "event type", "source", "status", "version", "paused until")
-    for row in rows:
-        table.add_row(
-            row["id"],
-            row["name"],
-            row["eventType"],
-            row["eventSource"] or "(any)",
-            row["status"],
-            str(row["version"]),
-            row["pausedUntil"] or "",
-        )
-    console.print(table)
+    columns = [
+        ("id", field("id")),
+        ("name", field("name")),
+        ("event type", field("eventType")),
+        ("source", field("eventSource", "(any)")),
+        ("status", field("status")),
+        ("version", field("version")),
+        ("paused until", field("pausedUntil")),
+    ]
+    rows = api_client().get(f"/workflows/{quote(workflow)}/triggers")
+    print_rows(rows, columns, as_json=as_json)
 
 
 @triggers.command("create")
@@ -77,7 +58,7 @@ def create_trigger(
     document = load_document(file)
     if not isinstance(document, dict):
         raise CliError(f"{file} must hold one trigger definition (an object)")
-    created = _client().post(f"/workflows/{quote(workflow)}/triggers", document)
+    created = api_client().post(f"/workflows/{quote(workflow)}/triggers", document)
     console.print(f"trigger {created['id']} created on {workflow} ({created['eventType']})")
 
 
@@ -92,22 +73,16 @@ def list_deliveries(
     """What a trigger did with the events it matched, newest first."""
     query = urlencode({k: v for k, v in {"status": status, "limit": limit}.items() if v})
     path = f"/workflows/{quote(workflow)}/triggers/{quote(trigger_id)}/deliveries?{query}"
-    rows = _client().get(path)
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("created", "event", "status", "attempts", "run", "next attempt", "error")
-    for row in rows:
-        table.add_row(
-            row["createdAt"],
-            row["eventId"],
-            row["status"],
-            str(row["attempts"]),
-            row["workflowRunId"] or "",
-            row["nextAttemptAt"] or "",
-            row["lastError"] or "",
-        )
-    console.print(table)
+    columns = [
+        ("created", field("createdAt")),
+        ("event", field("eventId")),
+        ("status", field("status")),
+        ("attempts", field("attempts")),
+        ("run", field("workflowRunId")),
+        ("next attempt", field("nextAttemptAt")),
+        ("error", field("lastError")),
+    ]
+    print_rows(api_client().get(path), columns, as_json=as_json)
 
 
 @schedules.command("list")
@@ -117,23 +92,17 @@ def list_schedules(
 ) -> None:
     """List cron schedules (of one workflow, or all)."""
     path = f"/workflows/{quote(workflow)}/schedules" if workflow else "/workflow-schedules"
-    rows = _client().get(path)
-    if as_json:
-        _print_json(rows)
-        return
-    table = Table("id", "workflow", "name", "cron", "timezone", "active", "next run", "error")
-    for row in rows:
-        table.add_row(
-            row["id"],
-            row["workflowSlug"],
-            row["name"] or "",
-            row["cron"],
-            row["timezone"],
-            "yes" if row["isActive"] else "no",
-            row["nextRunAt"] or "",
-            row["lastError"] or "",
-        )
-    console.print(table)
+    columns = [
+        ("id", field("id")),
+        ("workflow", field("workflowSlug")),
+        ("name", field("name")),
+        ("cron", field("cron")),
+        ("timezone", field("timezone")),
+        ("active", field("isActive")),
+        ("next run", field("nextRunAt")),
+        ("error", field("lastError")),
+    ]
+    print_rows(api_client().get(path), columns, as_json=as_json)
 
 
 @schedules.command("create")
@@ -158,5 +127,5 @@ def create_schedule(
     }
     if name:
         body["name"] = name
-    created = _client().post(f"/workflows/{quote(workflow)}/schedules", body)
+    created = api_client().post(f"/workflows/{quote(workflow)}/schedules", body)
     console.print(f"schedule {created['id']} created; next run {created['nextRunAt']}")
