@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+import structlog
 from sqlalchemy import text, update
 
 from apphub.bus import create_broadcaster
@@ -66,6 +67,20 @@ def call(request: dict[str, Any], step_id: str = "call", **fields: Any) -> dict[
     }
 
 
+async def wait_until(done: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.02)
+
+
+async def health_events(api: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """`service.health.changed` events, newest first."""
+    response = await api.get("/admin/events?type=service.health.changed")
+    events: list[dict[str, Any]] = response.json()["data"]["events"]
+    return events
+
+
 async def run_to_end(api: httpx.AsyncClient, slug: str, **body: Any) -> dict[str, Any]:
     return await wait_for_run(api, (await start_run(api, slug, **body))["id"])
 
@@ -110,8 +125,18 @@ async def test_register_read_change_and_delete(hub: Hub, peer: HttpPeer) -> None
         ({"slug": "nohost", "baseUrl": "http://"}, "baseUrl"),
         ({"slug": "creds", "baseUrl": "https://user:pw@api.example"}, "baseUrl"),
         ({"slug": "query", "baseUrl": "https://api.example/?a=1"}, "baseUrl"),
+        ({"slug": "emptyquery", "baseUrl": "https://api.example?"}, "baseUrl"),
+        ({"slug": "emptyhash", "baseUrl": "https://api.example#"}, "baseUrl"),
         ({"slug": "Upper", "baseUrl": "https://api.example"}, "slug"),
         ({"slug": "path", "baseUrl": "https://api.example", "healthPath": "health"}, "healthPath"),
+        (
+            {"slug": "away", "baseUrl": "https://api.example", "healthPath": "//x.example/h"},
+            "healthPath",
+        ),
+        (
+            {"slug": "ctl", "baseUrl": "https://api.example", "healthPath": "/a\u0001b"},
+            "healthPath",
+        ),
         ({"slug": "extra", "baseUrl": "https://api.example", "colour": "red"}, "colour"),
     ],
 )
@@ -154,7 +179,7 @@ async def test_a_health_change_publishes_exactly_one_event(hub: Hub, peer: HttpP
     assert "503" in down["statusMessage"]
     await asyncio.sleep(POLL_MS * 4 / 1000)  # several more polls, same status
     assert len(peer.received("/health")) >= 4
-    events = (await api.get("/admin/events?type=service.health.changed")).json()["data"]["events"]
+    events = await health_events(api)
     changes = [(e["payload"]["previousStatus"], e["payload"]["status"]) for e in events]
     assert changes == [("healthy", "unhealthy"), ("unknown", "healthy")]
     assert {e["source"] for e in events} == {"apphub.services"}
@@ -303,6 +328,92 @@ async def test_secret_headers_reach_the_service_and_are_stored_masked(
     assert (failed["status"], step["failureReason"]) == ("failed", "missing-secret")
     assert "NOT_SET_ANYWHERE" in step["errorMessage"]
     assert len(peer.received("/secure")) == 1
+
+
+@pytest.mark.parametrize("value", ["TOPSECRET-abc\n", "TOPSECRET-\u00e9abc"])
+async def test_a_secret_no_header_can_carry_fails_the_step_naming_only_its_key(
+    hub: Hub, peer: HttpPeer, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An HTTP library's refusal would quote the value: the step names the key, is not
+    retried, and no stored row, event or log line holds the secret."""
+    api = hub.client
+    monkeypatch.setenv("BILLING_TOKEN", value)
+    peer.reply("/secure", Reply(200, {"ok": True}))
+    await register_service(api, peer)
+    await status_becomes(api, "healthy")
+    secret = {"Authorization": {"secret": {"source": "env", "key": "BILLING_TOKEN"}}}
+    retry = {"maxAttempts": 3, "strategy": "none"}
+    steps = [call({"path": "/secure", "headers": secret}, retryPolicy=retry)]
+    await register_workflow(api, "secure", steps)
+    with structlog.testing.capture_logs() as logs:
+        run = await run_to_end(api, "secure")
+    step = (await steps_of(api, run["id"]))["call"]
+    assert (step["failureReason"], step["attempt"]) == ("invalid-request", 1)
+    assert "BILLING_TOKEN" in step["errorMessage"]
+    stored = json.dumps([step, run, (await api.get("/admin/events?limit=200")).json()])
+    assert "TOPSECRET" not in stored
+    assert "TOPSECRET" not in repr(logs)
+    assert peer.received("/secure") == []
+
+
+async def test_a_path_no_url_can_carry_is_an_invalid_request_not_retried(
+    hub: Hub, peer: HttpPeer
+) -> None:
+    api = hub.client
+    await register_service(api, peer)
+    await status_becomes(api, "healthy")
+    retry = {"maxAttempts": 3, "strategy": "none"}
+    await register_workflow(
+        api, "ctl", [call({"path": "/x/{{ parameters.id }}"}, retryPolicy=retry)]
+    )
+    run = await run_to_end(api, "ctl", parameters={"id": "a\u0001b"})
+    step = (await steps_of(api, run["id"]))["call"]
+    assert (run["status"], step["failureReason"], step["attempt"]) == (
+        "failed",
+        "invalid-request",
+        1,
+    )
+
+
+async def test_a_service_whose_address_cannot_be_requested_fails_only_its_own_check(
+    hub: Hub, peer: HttpPeer
+) -> None:
+    """A row the API would refuse today (an older release, a hand edit): the poll goes on."""
+    api = hub.client
+    await register_service(api, peer, slug="odd")
+    async with hub.services.database.write() as connection:
+        await connection.execute(
+            update(services_table)
+            .where(services_table.c.slug == "odd")
+            .values(health_path="//elsewhere.example/h")
+        )
+    await register_service(api, peer)
+    await status_becomes(api, "healthy")
+    odd = await status_becomes(api, "unhealthy", slug="odd")
+    assert "not a URL" in odd["statusMessage"]
+    checked = await api.post("/services/odd/health-check")
+    assert checked.status_code == 200, checked.text
+
+
+async def test_a_check_of_an_address_the_service_left_is_not_recorded(
+    database: Database, tmp_path: Path
+) -> None:
+    """A check still in flight when PATCH moves the service says nothing about the new
+    address: the new one is checked (nothing listens on port 9: unhealthy), never `healthy`."""
+    with http_peer() as old:
+        old.reply("/health", Reply(200, {"status": "ok"}, delay_s=1.5))
+        async with open_hub(database, tmp_path, service_health_interval_ms=60_000) as hub:
+            api = hub.client
+            await register_service(api, old)
+            await wait_until(lambda: bool(old.received("/health")))
+            moved = await api.patch("/services/billing", json={"baseUrl": "http://127.0.0.1:9"})
+            assert moved.json()["data"]["status"] == "unknown"
+            await status_becomes(api, "unhealthy")
+            await asyncio.sleep(2.0)  # the old check has answered by now, and was dropped
+            service = (await api.get("/services/billing")).json()["data"]
+            assert service["status"] == "unhealthy", service
+            changes = await health_events(api)
+            assert [e["payload"]["status"] for e in changes] == ["unhealthy"]
 
 
 async def test_a_slow_service_times_the_step_out(hub: Hub, peer: HttpPeer) -> None:

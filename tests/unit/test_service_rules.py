@@ -13,6 +13,7 @@ from apphub.domain.services import (
     RESPONSE_TEXT_LIMIT,
     HealthReading,
     MissingSecretError,
+    UnsendableHeaderError,
     captured_response,
     check_base_url,
     classify_health,
@@ -46,6 +47,8 @@ def test_base_urls_are_kept_without_a_trailing_slash(url: str, expected: str) ->
         ("https://u:p@api.example", "credentials"),
         ("https://api.example?x=1", "query"),
         ("https://api.example#top", "query"),
+        ("https://api.example?", "query"),
+        ("https://api.example/#", "query"),
         ("http://api.example:99999", "valid"),
     ],
 )
@@ -60,6 +63,8 @@ def test_paths_stay_on_the_service() -> None:
     for escape in ("http://evil.example/x", "//evil.example/x"):
         with pytest.raises(ValueError, match="not a URL"):
             service_url("http://svc", escape)
+    with pytest.raises(ValueError, match="control characters"):
+        service_url("http://svc", "/a\x01b")
 
 
 @pytest.mark.parametrize(
@@ -115,6 +120,17 @@ def test_secrets_are_read_at_call_time_and_never_shown() -> None:
         resolve_headers(headers, {"TOKEN": "t0k"})
     assert missing.value.key == "KEY"
     assert "k3y" not in str(missing.value)
+
+
+@pytest.mark.parametrize("value", ["abc\r\nX-Injected: 1", "caf\u00e9", "nul\x00"])
+def test_a_value_no_header_can_carry_is_refused_naming_the_key_not_the_value(value: str) -> None:
+    with pytest.raises(UnsendableHeaderError) as refused:
+        resolve_headers({"Authorization": secret("TOKEN", "Bearer ")}, {"TOKEN": value})
+    assert "TOKEN" in str(refused.value)
+    assert value not in str(refused.value)
+    with pytest.raises(UnsendableHeaderError, match="X-Plain"):
+        resolve_headers({"X-Plain": value}, {})
+    assert resolve_headers({"X-Tab": "a\tb"}, {}) == {"X-Tab": "a\tb"}
 
 
 def test_json_bodies_are_parsed_and_text_is_cut() -> None:

@@ -30,7 +30,13 @@ RESPONSE_READ_LIMIT = 1024 * 1024
 """Bytes of a response read at most; a larger JSON body is kept as cut text instead."""
 MASK = "***"
 
-HealthPath = Annotated[str, StringConstraints(pattern=r"^/[^\s#]*$", min_length=1, max_length=500)]
+HealthPath = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^/([^/\s#\x00-\x1f\x7f][^\s#\x00-\x1f\x7f]*)?$", min_length=1, max_length=500
+    ),
+]
+"""A path on the service: one leading slash (`//host` would leave it), no control characters."""
 
 
 def check_base_url(url: str) -> str:
@@ -47,7 +53,7 @@ def check_base_url(url: str) -> str:
         raise ValueError("baseUrl must name a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError("baseUrl must not carry credentials; send them as a secret header")
-    if parts.query or parts.fragment:
+    if "?" in url or "#" in url:  # even an empty one: request paths would land in it
         raise ValueError("baseUrl must not have a query or a fragment")
     return url.rstrip("/")
 
@@ -84,10 +90,18 @@ class ServicePatch(ApiModel):
         return None if url is None else check_base_url(url)
 
 
-class Service(ServiceSpec):
-    """A registered service as stored and served, with what the last health check saw."""
+class Service(ApiModel):
+    """A registered service as stored and served, with what the last health check saw.
+
+    Read as stored, not re-validated: a row written under older rules must still load (the
+    poller then fails that service's own check rather than every read of the registry)."""
 
     id: str
+    slug: str
+    display_name: str | None = None
+    base_url: str
+    health_path: str
+    metadata: JsonObject | None = None
     status: ServiceStatus
     status_message: str | None = None
     last_checked_at: UtcTime | None = None
@@ -152,7 +166,18 @@ def service_url(base_url: str, path: str) -> str:
     """The base URL joined with a step's path; a path may not leave the service's host."""
     if "://" in path or path.startswith("//"):
         raise ValueError(f"request path {path!r} must be a path on the service, not a URL")
+    if _has_control_characters(path):
+        raise ValueError(f"request path {path!r} holds control characters")
     return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+
+
+def _has_control_characters(text: str) -> bool:
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+
+
+def _sendable_header_value(value: str) -> bool:
+    """What every HTTP client can send: printable ASCII and tabs (no CR/LF, no other bytes)."""
+    return all(char == "\t" or 0x20 <= ord(char) < 0x7F for char in value)
 
 
 HeaderSpec = Mapping[str, str | SecretHeader]
@@ -166,6 +191,18 @@ class MissingSecretError(ValueError):
         self.key = key
 
 
+class UnsendableHeaderError(ValueError):
+    """A header value no HTTP client can send; the message names the header (and the secret's
+    key), never the value: an HTTP library's own message would quote it."""
+
+    def __init__(self, name: str, secret_key: str | None = None) -> None:
+        source = f" (from secret {secret_key})" if secret_key else ""
+        super().__init__(
+            f"header {name}{source} holds characters a header cannot carry "
+            "(a line break, a control character or non-ASCII text)"
+        )
+
+
 def masked_headers(headers: HeaderSpec) -> dict[str, str]:
     """Headers as they may be stored, logged and published: every secret value is `***`."""
     return {
@@ -177,13 +214,22 @@ def resolve_headers(headers: HeaderSpec, environment: Mapping[str, str]) -> dict
     """Headers as they are sent: secrets read from `environment` at call time."""
     resolved = {}
     for name, value in headers.items():
+        secret_key = None
         if isinstance(value, SecretHeader):
-            secret = environment.get(value.secret.key)
+            secret_key = value.secret.key
+            secret = environment.get(secret_key)
             if secret is None:
-                raise MissingSecretError(value.secret.key)
+                raise MissingSecretError(secret_key)
             value = f"{value.prefix or ''}{secret}"
+        if not _sendable_header_value(value):
+            raise UnsendableHeaderError(name, secret_key)
         resolved[name] = value
     return resolved
+
+
+def secret_values(headers: HeaderSpec, resolved: Mapping[str, str]) -> list[str]:
+    """The sent values of secret headers, to scrub from any message that might quote them."""
+    return [resolved[name] for name, value in headers.items() if isinstance(value, SecretHeader)]
 
 
 def captured_response(

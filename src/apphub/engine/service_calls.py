@@ -18,6 +18,7 @@ import httpx
 import structlog
 
 from apphub.domain.services import (
+    MASK,
     RESPONSE_READ_LIMIT,
     HeaderSpec,
     MissingSecretError,
@@ -25,6 +26,7 @@ from apphub.domain.services import (
     captured_response,
     refusal,
     resolve_headers,
+    secret_values,
     service_url,
 )
 from apphub.engine.runtimes.base import JobOutcome, elapsed_ms
@@ -90,7 +92,9 @@ class ServiceCaller:
             return _failed(str(error), "missing-secret")
         except ValueError as error:
             return _failed(str(error), "invalid-request")
-        outcome = await self._send(service, call, url, headers)
+        outcome = await self._send(
+            service, call, url, headers, secret_values(call.headers, headers)
+        )
         log.info(
             "service call",
             service=service.slug,
@@ -103,16 +107,21 @@ class ServiceCaller:
         return outcome
 
     async def _send(
-        self, service: Service, call: ServiceCall, url: str, headers: dict[str, str]
+        self,
+        service: Service,
+        call: ServiceCall,
+        url: str,
+        headers: dict[str, str],
+        secrets: list[str],
     ) -> JobOutcome:
         started = time.monotonic()
-        request = self.client.build_request(
-            call.method,
-            url,
-            params=_query(call.query),
-            headers=headers,
-            json=call.body,
-        )
+        try:
+            request = self.client.build_request(
+                call.method, url, params=_query(call.query), headers=headers, json=call.body
+            )
+        except (httpx.InvalidURL, ValueError) as error:  # UnicodeError is a ValueError
+            message = f"request to service {service.slug!r} cannot be sent: {type(error).__name__}"
+            return _failed(message, "invalid-request")
         try:
             async with asyncio.timeout(call.timeout_s):
                 response = await self.client.send(request, stream=True)
@@ -124,7 +133,7 @@ class ServiceCaller:
             message = f"service {service.slug!r} did not answer within {call.timeout_s:g} s"
             return _failed(message, "timeout", elapsed_ms(started))
         except httpx.HTTPError as error:
-            message = f"could not reach service {service.slug!r}: {_describe(error)}"
+            message = f"could not reach service {service.slug!r}: {_describe(error, secrets)}"
             return _failed(message, "connection-error", elapsed_ms(started))
         captured = captured_response(response.status_code, response.headers, content, truncated)
         duration = elapsed_ms(started)
@@ -168,8 +177,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _describe(error: httpx.HTTPError) -> str:
-    return str(error) or type(error).__name__
+def _describe(error: httpx.HTTPError, secrets: list[str]) -> str:
+    """The library's message, with any secret it quotes masked (it may quote a header)."""
+    text = str(error) or type(error).__name__
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _failed(

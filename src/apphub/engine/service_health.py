@@ -52,15 +52,16 @@ async def read_health(
 ) -> HealthReading:
     """One GET of the service's health path, bounded by `timeout_s` in all."""
     started = time.monotonic()
-    url = service_url(service.base_url, service.health_path)
     try:
+        url = service_url(service.base_url, service.health_path)
         async with asyncio.timeout(timeout_s):
             async with client.stream("GET", url) as response:
                 content, _ = await read_limited(response, RESPONSE_TEXT_LIMIT)
     except TimeoutError:
         error = f"no answer within {timeout_s * 1000:g} ms"
         return HealthReading(None, error=error, latency_ms=elapsed_ms(started))
-    except httpx.HTTPError as failure:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as failure:
+        # One service's unusable address fails its own check, never the whole poll.
         error = str(failure) or type(failure).__name__
         return HealthReading(None, error=error, latency_ms=elapsed_ms(started))
     body = content.decode("utf-8", errors="replace")
@@ -107,6 +108,8 @@ def _health_row(service: Service, reading: HealthReading, now: datetime) -> dict
     status, message = classify_health(reading)
     return {
         "id": service.id,
+        "base_url": service.base_url,
+        "health_path": service.health_path,
         "status": status,
         "status_message": message,
         "latency_ms": reading.latency_ms,

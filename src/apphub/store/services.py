@@ -61,25 +61,35 @@ async def delete_service(connection: AsyncConnection, slug: str) -> bool:
     return bool(result.rowcount)
 
 
+ADDRESS_KEYS = frozenset({"id", "base_url", "health_path"})
+"""What identifies the check in a health reading, as against what it saw."""
+
+
 async def record_health(
     connection: AsyncConnection, readings: Sequence[dict[str, Any]]
 ) -> dict[str, str]:
-    """Store each check (`id`, `status`, `status_message`, `latency_ms`, `last_checked_at`);
-    returns the status each service had before, for the ones that still exist."""
+    """Store each check (`id`, the `base_url` and `health_path` it checked, `status`,
+    `status_message`, `latency_ms`, `last_checked_at`); returns the status each service had
+    before, for those that still exist at the address checked (a check of an address the
+    service has since moved from says nothing about it, and is dropped)."""
     if not readings:
         return {}
-    ids = [reading["id"] for reading in readings]
     rows = await connection.execute(
-        select(services.c.id, services.c.status)
-        .where(services.c.id.in_(ids))
+        select(services.c.id, services.c.status, services.c.base_url, services.c.health_path)
+        .where(services.c.id.in_([reading["id"] for reading in readings]))
         .order_by(services.c.id)
         .with_for_update()
     )
-    before = {row.id: row.status for row in rows}
+    current = {row.id: row for row in rows}
+    before: dict[str, str] = {}
     for reading in readings:
-        if reading["id"] in before:
-            values = {key: value for key, value in reading.items() if key != "id"}
-            await connection.execute(
-                update(services).where(services.c.id == reading["id"]).values(values)
-            )
+        row = current.get(reading["id"])
+        if row is None or (row.base_url, row.health_path) != (
+            reading["base_url"],
+            reading["health_path"],
+        ):
+            continue
+        before[row.id] = row.status
+        values = {key: value for key, value in reading.items() if key not in ADDRESS_KEYS}
+        await connection.execute(update(services).where(services.c.id == row.id).values(values))
     return before
