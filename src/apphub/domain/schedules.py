@@ -123,6 +123,23 @@ def _after(timing: Timing, moment: datetime) -> croniter:
     return croniter(timing.cron, local)
 
 
+def _repeated_wall_time(timing: Timing, occurrence: datetime) -> bool:
+    """The second pass of a fixed-hour occurrence through the hour a DST fall-back repeats:
+    `0 2 * * *` runs once that night, as cron does; an every-hour (`*` hour) cron runs in both
+    passes, since an hour did pass."""
+    local = occurrence.astimezone(ZoneInfo(timing.timezone))
+    ambiguous = local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
+    return ambiguous and local.fold == 1 and croniter(timing.cron).expanded[1] != ["*"]
+
+
+def _step(iterator: croniter, timing: Timing, forward: bool) -> datetime:
+    """The next (or previous) occurrence in UTC, passing over a repeated wall time."""
+    while True:
+        found: datetime = iterator.get_next(datetime) if forward else iterator.get_prev(datetime)
+        if not _repeated_wall_time(timing, found):
+            return found.astimezone(UTC)
+
+
 def first_watermark(timing: Timing, now: datetime) -> datetime:
     """Occurrences after this are owed: from `startWindow` when it is past (those were
     missed), else from now."""
@@ -136,10 +153,9 @@ def next_occurrence(timing: Timing, after: datetime) -> datetime | None:
     if timing.start_window is not None and after < timing.start_window:
         after = timing.start_window - timedelta(microseconds=1)
     try:
-        found: datetime = _after(timing, after).get_next(datetime)
+        found = _step(_after(timing, after), timing, forward=True)
     except CroniterBadDateError:
         return None
-    found = found.astimezone(UTC)
     if timing.end_window is not None and found > timing.end_window:
         return None
     return found
@@ -153,8 +169,8 @@ def due_occurrences(timing: Timing, watermark: datetime, now: datetime) -> list[
         return []
     if not timing.catch_up:
         limit = now if timing.end_window is None else min(now, timing.end_window)
-        latest: datetime = _after(timing, limit + timedelta(microseconds=1)).get_prev(datetime)
-        return [max(first, latest.astimezone(UTC))]
+        latest = _step(_after(timing, limit + timedelta(microseconds=1)), timing, forward=False)
+        return [max(first, latest)]
     due = [first]
     while len(due) < CATCH_UP_BATCH:
         following = next_occurrence(timing, due[-1])
