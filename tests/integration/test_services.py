@@ -215,7 +215,12 @@ async def test_job_then_service_then_job(hub: Hub, peer: HttpPeer) -> None:
             {
                 "path": "/orders/{{ steps.seed.result.parameters.order }}",
                 "method": "POST",
-                "query": {"dryRun": False, "tags": ["a", "b"]},
+                "query": {
+                    "dryRun": False,
+                    "tags": ["a", None, "b"],
+                    "filter": {"min": 1.5},
+                    "skip": None,
+                },
                 "headers": {"X-Run": "run {{ run.id }}"},
                 "body": {"order": "{{ steps.seed.result.parameters.order }}", "note": "hi"},
             },
@@ -235,7 +240,11 @@ async def test_job_then_service_then_job(hub: Hub, peer: HttpPeer) -> None:
     [request] = peer.received("/orders/42")
     assert request.method == "POST"
     assert request.json() == {"order": 42, "note": "hi"}
-    assert parse_qs(request.query) == {"dryRun": ["false"], "tags": ["a", "b"]}
+    assert parse_qs(request.query) == {
+        "dryRun": ["false"],
+        "tags": ["a", "b"],
+        "filter": ['{"min":1.5}'],
+    }
     assert request.headers["x-run"] == f"run {run['id']}"
     steps_by_id = await steps_of(api, run["id"])
     assert steps_by_id["use"]["input"]["ok"] is True

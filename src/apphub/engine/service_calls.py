@@ -8,6 +8,7 @@ and fan-out treat a service step like any other.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -150,8 +151,13 @@ class ServiceCaller:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            # Timeouts are the step's, enforced around the whole exchange.
-            self._client = httpx.AsyncClient(timeout=None, follow_redirects=False)
+            # Timeouts are the step's, enforced around the whole exchange; no pool limit, so a
+            # wide fan-out never spends its steps' timeouts waiting for a connection.
+            self._client = httpx.AsyncClient(
+                timeout=None,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            )
         return self._client
 
     async def close(self) -> None:
@@ -161,20 +167,23 @@ class ServiceCaller:
 
 
 def _query(query: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Query values as text (a list repeats the key); null leaves the key out."""
+    """Query values as text (a list repeats the key); null leaves the key (or item) out."""
     if not query:
         return None
     return {
-        key: [_text(item) for item in value] if isinstance(value, list) else _text(value)
+        key: [_text(item) for item in value if item is not None]
+        if isinstance(value, list)
+        else _text(value)
         for key, value in query.items()
         if value is not None
     }
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """Scalars as JSON writes them (`true`, `1.5`), strings as they are, objects as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _describe(error: httpx.HTTPError, secrets: list[str]) -> str:
