@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, text, update
 
 from apphub.automation.ingress import event_row
+from apphub.automation.trigger_deliveries import retry
 from apphub.domain.events import EventEnvelope
 from apphub.store import events as event_store
+from apphub.store import triggers as trigger_store
 from apphub.store.database import Database
 from apphub.store.tables import workflow_event_triggers
 from tests.conftest import READER_TOKEN, bearer, open_hub
@@ -283,6 +285,14 @@ BAD_TRIGGERS = [
         "predicates[0].value",
     ),
     ({"predicates": [{"path": "payload.n", "operator": "exists"}]}, "predicates[0].path"),
+    (
+        {"predicates": [{"path": "$.payload.n", "operator": "gt", "value": 10**400}]},
+        "predicates[0].value",
+    ),
+    (
+        {"predicates": [{"path": "$.payload.n", "operator": "lte", "value": "1e999"}]},
+        "predicates[0].value",
+    ),
     ({"predicates": [{"path": "$.a", "operator": "equals"}]}, "predicates[0]"),
     ({"predicates": [{"path": "$.a", "operator": "in", "values": []}]}, "predicates[0].values"),
     ({"predicates": [{"path": "$.a", "operator": "exists"}] * 26}, "predicates"),
@@ -442,3 +452,182 @@ async def test_the_repair_pass_decides_an_event_whose_hand_off_was_lost(
         await worker.handle_now([event_id])  # a late redelivery changes nothing either
         assert [d["id"] for d in await deliveries(api, created["id"])] == [delivery["id"]]
         assert [r["id"] for r in await runs(api)] == [run["id"]]
+
+
+async def stored_events(database: Database, *payloads: dict[str, Any]) -> list[str]:
+    """Events stored and processed as the ingress leaves them, not yet handed to a trigger."""
+    ids = []
+    async with database.write() as connection:
+        for payload in payloads:
+            envelope = EventEnvelope(
+                type="metastore.record.updated", source="metastore.api", payload=payload
+            )
+            [row] = await event_store.insert_events(
+                connection, [event_row(envelope, datetime.now(UTC))]
+            )
+            await event_store.mark(connection, [row.seq], event_store.PROCESSED, None)
+            ids.append(row.id)
+    return ids
+
+
+async def test_one_undecidable_pair_fails_alone_and_the_rest_of_its_batch_is_delivered(
+    database: Database, tmp_path: Path
+) -> None:
+    """A payload number no float holds is "not a number" (its gt does not hold); a stored
+    predicate that can no longer be evaluated fails that one delivery, saying why. Neither
+    aborts the transaction that decides the other events batched with them."""
+    async with open_hub(database, tmp_path, reconcile_interval_ms=3_600_000) as hub:
+        api = hub.client
+        await register_job(api, "emit", "emit")
+        await workflow(api)
+        numeric = await trigger(
+            api, predicates=[{"path": "$.payload.n", "operator": "gt", "value": 1}]
+        )
+        legacy = await trigger(api, name="legacy", eventSource="metastore.api")
+        async with database.write() as connection:  # stored before a rule refused it
+            broken = [{"path": "$.payload.n", "operator": "regex", "value": "(a+)+"}]
+            await connection.execute(
+                update(workflow_event_triggers)
+                .where(workflow_event_triggers.c.id == legacy["id"])
+                .values(predicates=broken)
+            )
+        huge, good = await stored_events(database, {"n": 10**400}, {"n": 5})
+
+        await hub.services.trigger_worker().handle_now([huge, good])  # one batch
+
+        launched = await delivery_of(api, numeric["id"], good)
+        assert launched["status"] == "launched", launched
+        assert await deliveries(api, numeric["id"], eventId=huge) == []
+        for event_id in (huge, good):
+            failed = await delivery_of(api, legacy["id"], event_id)
+            assert failed["status"] == "failed", failed
+            assert failed["lastError"].startswith("predicates could not be evaluated"), failed
+        assert [run["id"] for run in await runs(api)] == [launched["workflowRunId"]]
+
+
+async def throttled_deliveries(
+    database: Database, trigger_id: str, count: int, *, due_last: bool = False
+) -> list[str]:
+    """`count` throttled deliveries of stored events, oldest first; their retries are not due
+    for ten minutes (the newest one's is overdue when `due_last`)."""
+    event_ids = await stored_events(database, *({"i": i} for i in range(count)))
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "id": f"delivery-{i:04d}",
+            "trigger_id": trigger_id,
+            "event_id": event_id,
+            "status": "throttled",
+            "attempts": 1,
+            "last_error": "maxConcurrency runs of this trigger are pending or running",
+            "workflow_run_id": None,
+            "dedupe_key": None,
+            "next_attempt_at": now + timedelta(minutes=-1 if due_last and i == count - 1 else 10),
+            "launched_at": None,
+            "created_at": now - timedelta(seconds=count - i),
+            "updated_at": now,
+        }
+        for i, event_id in enumerate(event_ids)
+    ]
+    async with database.write() as connection:
+        await trigger_store.insert_deliveries(connection, rows)
+    return [row["id"] for row in rows]
+
+
+async def test_force_reaches_a_delivery_behind_a_full_page_and_only_once(
+    database: Database, tmp_path: Path
+) -> None:
+    async with open_hub(database, tmp_path, workers=False) as hub:
+        api = hub.client
+        await register_job(api, "emit", "emit")
+        await workflow(api)
+        created = await trigger(api, maxConcurrency=1)
+        newest = (await throttled_deliveries(database, created["id"], 201))[-1]
+
+        forced = await api.post(f"/admin/retries/deliveries/{newest}/force")
+        assert forced.status_code == 202, forced.text
+        assert forced.json()["data"]["status"] == "launched"
+        [run] = await runs(api)
+        assert forced.json()["data"]["record"]["workflowRunId"] == run["id"]
+        for action in ("force", "cancel"):
+            again = await api.post(f"/admin/retries/deliveries/{newest}/{action}")
+            assert again.status_code == 409, again.text
+            assert again.json()["reason"] == "not_waiting"
+        assert len(await runs(api)) == 1
+        waiting = await deliveries(api, created["id"], status="throttled", limit=200)
+        assert len(waiting) == 200
+
+
+async def test_a_due_delivery_behind_a_full_page_of_waiting_ones_gets_its_turn(
+    database: Database, tmp_path: Path
+) -> None:
+    async with open_hub(database, tmp_path, workers=False) as hub:
+        api = hub.client
+        await register_job(api, "emit", "emit")
+        await workflow(api)
+        created = await trigger(api, maxConcurrency=1)
+        ids = await throttled_deliveries(database, created["id"], 201, due_last=True)
+
+        await hub.services.trigger_worker().retry_trigger(created["id"], due_only=True)
+
+        [launched] = await deliveries(api, created["id"], status="launched")
+        assert launched["id"] == ids[-1]
+        assert len(await deliveries(api, created["id"], status="throttled", limit=200)) == 200
+
+
+async def lock_waiters(database: Database) -> int:
+    """PostgreSQL sessions of this database waiting on a lock."""
+    query = (
+        select(func.count())
+        .where(text("wait_event_type = 'Lock' AND datname = current_database()"))
+        .select_from(text("pg_stat_activity"))
+    )
+    async with database.read() as connection:
+        return int((await connection.execute(query)).scalar_one())
+
+
+@pytest.mark.parametrize("action", ["cancel", "force"])
+async def test_an_operator_racing_a_retry_that_launches_gets_409_and_the_launch_stands(
+    database: Database, tmp_path: Path, action: str
+) -> None:
+    """The operator's request reads the delivery while a retry's transaction, launching it,
+    is still open; it must not overwrite that launch (nor launch it twice)."""
+    async with open_hub(database, tmp_path, workers=False) as hub:
+        api = hub.client
+        await register_job(api, "emit", "emit")
+        await workflow(api)
+        created = await trigger(api, maxConcurrency=1)
+        [delivery_id] = await throttled_deliveries(database, created["id"], 1)
+        async with database.write() as connection:
+            done = await retry(
+                connection,
+                created["id"],
+                hub.services.pause_rule(),
+                datetime.now(UTC),
+                due_only=False,
+            )
+            assert len(done.runs) == 1
+            request = asyncio.create_task(
+                api.post(f"/admin/retries/deliveries/{delivery_id}/{action}")
+            )
+            await _until_blocked(database)
+        response = await request
+        assert response.status_code == 409, response.text
+        assert response.json() == {
+            "error": "delivery is launched, not throttled",
+            "reason": "not_waiting",
+        }
+        [delivery] = await deliveries(api, created["id"])
+        assert delivery["status"] == "launched", delivery
+        assert [run["id"] for run in await runs(api)] == [delivery["workflowRunId"]]
+
+
+async def _until_blocked(database: Database) -> None:
+    """PostgreSQL: until the request waits on a lock the open transaction holds. SQLite has
+    one connection, held by that transaction: the request cannot even read before it ends."""
+    if not database.is_postgres:
+        return
+    deadline = time.monotonic() + 20
+    while await lock_waiters(database) == 0:
+        assert time.monotonic() < deadline, "the request never waited on the retry's locks"
+        await asyncio.sleep(0.02)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from apphub.domain.schedules import Timing, due_occurrences, next_occurrence, run_key
-from apphub.domain.trigger_predicates import Predicate, holds
+from apphub.domain.trigger_predicates import Predicate, as_number, holds
 from apphub.domain.trigger_rules import (
     Limits,
     PauseRule,
@@ -115,11 +115,31 @@ def test_each_operator(fields: dict[str, Any], expected: bool) -> None:
         {"path": "$.a..b", "operator": "exists"},
         {"path": "$.a", "operator": "in"},
         {"path": "$.a", "operator": "contains"},
+        {"path": "$.a", "operator": "gt", "value": 10**400},
+        {"path": "$.a", "operator": "lte", "value": "1e999"},
+        {"path": "$.a", "operator": "lt", "value": "-Infinity"},
     ],
 )
 def test_invalid_predicates_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         predicate(**fields)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), "1e999", "inf", "-Infinity", "NaN", float("inf"), True],
+    ids=["1e400", "-1e400", "1e999-string", "inf", "-Infinity", "NaN", "float-inf", "bool"],
+)
+def test_values_a_float_cannot_hold_finitely_are_not_numbers(value: Any) -> None:
+    assert as_number(value) is None
+
+
+@pytest.mark.parametrize("operator", ["gt", "gte", "lt", "lte"])
+@pytest.mark.parametrize("huge", [10**400, -(10**400), "1e999"], ids=["1e400", "-1e400", "str"])
+def test_a_huge_payload_number_compares_false_instead_of_raising(operator: str, huge: Any) -> None:
+    """An untrusted payload must not make evaluation raise (it would abort its batch)."""
+    event = {"payload": {"n": huge}}
+    assert holds(predicate(path="$.payload.n", operator=operator, value=1), event) is False
 
 
 def test_templates_keep_types_and_check_filters() -> None:

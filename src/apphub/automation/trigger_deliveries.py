@@ -48,6 +48,8 @@ from apphub.store.tables import trigger_events
 
 RETRY = "trigger.delivery"
 """The kind of the durable timer that gives a throttled delivery its next try."""
+PAGE = 200
+"""Throttled deliveries read at a time."""
 REASONS = {
     "paused": "trigger paused after repeated failures",
     "duplicate": "idempotency key already seen within idempotencyTtlMs",
@@ -166,9 +168,20 @@ def _listens(trigger: Any, event: Any) -> bool:
     )
 
 
-def _matches(trigger: Any, envelope: dict[str, Any]) -> bool:
-    predicates = [Predicate.model_validate(p) for p in trigger.predicates]
-    return all_hold(predicates, envelope)
+def _matches(trigger: Any, envelope: dict[str, Any]) -> bool | str:
+    """Whether the trigger's predicates hold for the event, or why they could not be told.
+
+    Evaluation is pure, so any error it raises (a stored predicate a newer rule refuses,
+    event data an operator cannot take) belongs to this one (trigger, event) pair: it is
+    returned, to fail that delivery, instead of aborting the transaction that decides every
+    event batched with it (and every repair pass after).
+    """
+    try:
+        predicates = [Predicate.model_validate(p) for p in trigger.predicates]
+        return all_hold(predicates, envelope)
+    except Exception as error:  # whatever it is, only this pair fails
+        detail = " ".join(str(error).split())
+        return f"predicates could not be evaluated: {type(error).__name__}: {detail}"
 
 
 # --- events as they arrive -----------------------------------------------------------------
@@ -189,7 +202,8 @@ async def deliver(
     pairs = [
         (e, t)
         for e, t in pairs
-        if e.id in fresh and (t.paused_until is not None or _matches(t, envelopes[e.id]))
+        if e.id in fresh
+        and (t.paused_until is not None or _matches(t, envelopes[e.id]) is not False)
     ]
     if not pairs:
         return decider.done
@@ -197,45 +211,51 @@ async def deliver(
         row.id: row
         for row in await trigger_store.lock_triggers(connection, {t.id for _, t in pairs})
     }
-    chosen: list[tuple[Any, Any, str | TemplateProblem | None]] = []
+    chosen: list[tuple[Any, Any, str | None, str | None]] = []
     keys: dict[str, set[str]] = {}
     for event, candidate in pairs:
         trigger = locked.get(candidate.id)
         if trigger is None or trigger.status != "active":
             continue
         paused_now = trigger.paused_until is not None and trigger.paused_until > now
-        if not paused_now and not _matches(trigger, envelopes[event.id]):
+        matched = True if paused_now else _matches(trigger, envelopes[event.id])
+        if matched is False:
             continue
-        key = _key(trigger, event, now)
-        chosen.append((event, trigger, key))
-        if isinstance(key, str):
+        key, problem = _key(trigger, event, now) if matched is True else (None, matched)
+        chosen.append((event, trigger, key, problem))
+        if key is not None:
             keys.setdefault(trigger.id, set()).add(key)
     states = await trigger_store.states(connection, list(locked.values()), keys, now)
     rows = []
-    for event, trigger, key in chosen:
-        rows.append(await _decide_new(decider, trigger, event, key, states[trigger.id]))
+    for event, trigger, key, problem in chosen:
+        state = states[trigger.id]
+        rows.append(await _decide_new(decider, trigger, event, key, problem, state))
     await _record(decider, rows)
     return decider.done
 
 
-def _key(trigger: Any, event: Any, now: datetime) -> str | TemplateProblem | None:
-    """The event's idempotency key; a template that fails to render fails the delivery."""
+def _key(trigger: Any, event: Any, now: datetime) -> tuple[str | None, str | None]:
+    """The event's idempotency key, or why not: a template that fails to render fails the
+    delivery."""
     try:
-        return idempotency_key(trigger, scope(event_scope(event), trigger_scope(trigger), now))
+        context = scope(event_scope(event), trigger_scope(trigger), now)
+        return idempotency_key(trigger, context), None
     except TemplateProblem as problem:
-        return problem
+        return None, f"idempotencyKeyExpression: {problem}"
 
 
 async def _decide_new(
     decider: _Decider,
     trigger: Any,
     event: Any,
-    key_or_problem: str | TemplateProblem | None,
+    key: str | None,
+    problem: str | None,
     state: TriggerState,
 ) -> dict[str, Any]:
+    """The new delivery's row; `problem` (predicates or key that could not be evaluated)
+    fails it."""
     now = decider.now
     delivery_id = new_id()
-    key = key_or_problem if not isinstance(key_or_problem, TemplateProblem) else None
     row: dict[str, Any] = {
         "id": delivery_id,
         "trigger_id": trigger.id,
@@ -250,9 +270,8 @@ async def _decide_new(
         "created_at": now,
         "updated_at": now,
     }
-    if isinstance(key_or_problem, TemplateProblem):
-        error = f"idempotencyKeyExpression: {key_or_problem}"
-        return row | await decider.failed(trigger, state, error)
+    if problem is not None:
+        return row | await decider.failed(trigger, state, problem)
     verdict = decide(trigger_store.limits_of(trigger), state, key, now, rand=random.random())
     if verdict.outcome == "skipped":
         return row | {"status": "skipped", "last_error": REASONS[verdict.reason]}
@@ -288,42 +307,74 @@ async def retry(
     now: datetime,
     *,
     due_only: bool,
-    force_delivery: str | None = None,
 ) -> Delivered:
     """Give a trigger's throttled deliveries their turn, oldest first.
 
     `due_only`: a timer fired, so deliveries whose time came are tried (one still throttled
-    backs off further). Otherwise a run ended: as many as now fit are launched, the others
-    keep their place and time. `force_delivery` launches that one whatever the limits say.
+    backs off further); every due one is read, page after page, since each delivery's timer
+    fires once and one left unread would wait for good. Otherwise a run ended: as many as
+    now fit (from the oldest page) are launched, the others keep their place and time.
     """
     decider = _Decider(connection, rule, now)
     locked = await trigger_store.lock_triggers(connection, [trigger_id])
-    waiting = await trigger_store.throttled(connection, trigger_id, 200)
-    if not locked or not waiting:
+    due_by = now if due_only else None
+    page = await trigger_store.throttled(connection, trigger_id, PAGE, due_by=due_by)
+    if not locked or not page:
         return decider.done
     trigger = locked[0]
-    events = {e.id: e for e in await event_store.by_ids(connection, [d.event_id for d in waiting])}
     state = (await trigger_store.states(connection, [trigger], {}, now))[trigger.id]
+    while True:
+        await _retry_page(decider, trigger, state, page, forced=False, due_only=due_only)
+        if not due_only or len(page) < PAGE:
+            return decider.done
+        page = await trigger_store.throttled(
+            connection, trigger_id, PAGE, due_by=due_by, after=page[-1]
+        )
+
+
+async def force(
+    connection: AsyncConnection, trigger_id: str, delivery_id: str, rule: PauseRule, now: datetime
+) -> Delivered | None:
+    """An operator launches one throttled delivery now, whatever the limits say.
+
+    The delivery is read after its trigger is locked, wherever it stands in the queue; None
+    when it is no longer throttled (a retry or a cancel got to it first).
+    """
+    decider = _Decider(connection, rule, now)
+    locked = await trigger_store.lock_triggers(connection, [trigger_id])
+    delivery = await trigger_store.get_delivery(connection, delivery_id)
+    if not locked or delivery is None or delivery.status != trigger_store.THROTTLED:
+        return None
+    trigger = locked[0]
+    state = (await trigger_store.states(connection, [trigger], {}, now))[trigger.id]
+    await _retry_page(decider, trigger, state, [delivery], forced=True, due_only=True)
+    return decider.done
+
+
+async def _retry_page(
+    decider: _Decider,
+    trigger: Any,
+    state: TriggerState,
+    waiting: Sequence[Any],
+    *,
+    forced: bool,
+    due_only: bool,
+) -> None:
+    """Try these throttled deliveries in order; record what changed."""
+    connection, now = decider.connection, decider.now
+    events = {e.id: e for e in await event_store.by_ids(connection, [d.event_id for d in waiting])}
     outcomes: list[str] = []
     for delivery in waiting:
-        forced = delivery.id == force_delivery
-        if force_delivery is not None and not forced:
+        event = events.get(delivery.event_id)
+        values = await _retry_one(decider, trigger, event, delivery, state, forced, due_only)
+        if not values:
             continue
-        if due_only and not forced and delivery.next_attempt_at and delivery.next_attempt_at > now:
-            continue
-        values = await _retry_one(
-            decider, trigger, events.get(delivery.event_id), delivery, state, forced, due_only
-        )
-        if values:
-            await trigger_store.update_delivery(
-                connection, delivery.id, values | {"updated_at": now}
-            )
-            if values.get("status") not in (None, "throttled"):
-                await timer_store.cancel(connection, RETRY, delivery.id)
-                outcomes.append(values["status"])
-                decider.done.outcomes.append((trigger.id, values["status"], delivery.event_id))
+        await trigger_store.update_delivery(connection, delivery.id, values | {"updated_at": now})
+        if values.get("status") not in (None, "throttled"):
+            await timer_store.cancel(connection, RETRY, delivery.id)
+            outcomes.append(values["status"])
+            decider.done.outcomes.append((trigger.id, values["status"], delivery.event_id))
     await metric_store.record_trigger_outcomes(connection, outcomes, now)
-    return decider.done
 
 
 async def _retry_one(
@@ -363,16 +414,17 @@ async def _retry_one(
     return launched | {"attempts": attempts, "next_attempt_at": None}
 
 
-async def cancel_delivery(connection: AsyncConnection, delivery: Any, now: datetime) -> None:
-    """An operator gives up a throttled delivery: recorded as skipped, its timer removed."""
-    await trigger_store.update_delivery(
-        connection,
-        delivery.id,
-        {
-            "status": "skipped",
-            "last_error": "retry canceled by an operator",
-            "next_attempt_at": None,
-            "updated_at": now,
-        },
-    )
-    await timer_store.cancel(connection, RETRY, delivery.id)
+async def cancel_delivery(connection: AsyncConnection, delivery_id: str, now: datetime) -> bool:
+    """An operator gives up a throttled delivery: recorded as skipped, its timer removed.
+    False (and nothing changed) when it is no longer throttled: a retry that launched it
+    first keeps its launch."""
+    values = {
+        "status": "skipped",
+        "last_error": "retry canceled by an operator",
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+    if not await trigger_store.update_throttled(connection, delivery_id, values):
+        return False
+    await timer_store.cancel(connection, RETRY, delivery_id)
+    return True

@@ -91,7 +91,8 @@ class Predicate(ApiModel):
     def _value(cls, value: Any, info: ValidationInfo) -> Any:
         operator = info.data.get("operator")
         if operator in NUMERIC and value is not None and as_number(value) is None:
-            raise ValueError(f"{operator} takes a number or a numeric string, got {value!r}")
+            shown = repr(value) if len(str(value)) <= 40 else f"{str(value)[:40]}…"
+            raise ValueError(f"{operator} takes a finite number or a numeric string, got {shown}")
         if operator == "regex" and value is not None:
             if not isinstance(value, str) or len(value) > MAX_REGEX:
                 raise ValueError(f"regex takes a pattern of at most {MAX_REGEX} characters")
@@ -115,19 +116,21 @@ class Predicate(ApiModel):
 
 
 def as_number(value: Any) -> float | None:
-    """A number, or a string that reads as one; booleans and NaN are not numbers."""
+    """A number, or a string that reads as one; booleans, NaN, infinities and integers too
+    large for a float are not numbers: an event's payload is untrusted, and one such value
+    must compare as "not a number" rather than raise while its batch is decided."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
+        else:
             return None
-    else:
+    except (ValueError, OverflowError):
         return None
-    return None if math.isnan(number) else number
+    return number if math.isfinite(number) else None
 
 
 def _fold(value: Any, case_sensitive: bool) -> Any:

@@ -203,6 +203,22 @@ async def update_delivery(
     )
 
 
+async def update_throttled(
+    connection: AsyncConnection, delivery_id: str, values: dict[str, Any]
+) -> bool:
+    """Update a delivery only while it is still throttled; False when it no longer was.
+
+    The status is checked by the UPDATE itself: on PostgreSQL one that waited for a
+    concurrent retry's row lock sees that retry's outcome, and so never overwrites a launch.
+    """
+    result = await connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.status == THROTTLED)
+        .values(values)
+    )
+    return result.rowcount == 1
+
+
 async def get_delivery(connection: AsyncConnection, delivery_id: str) -> Any:
     query = select(deliveries).where(deliveries.c.id == delivery_id)
     return (await connection.execute(query)).first()
@@ -225,14 +241,34 @@ async def list_deliveries(
     return list(await connection.execute(query))
 
 
-async def throttled(connection: AsyncConnection, trigger_id: str, limit: int) -> list[Any]:
-    """A trigger's throttled deliveries, oldest first: the order they get their turn in."""
-    query = (
-        select(deliveries)
-        .where(deliveries.c.trigger_id == trigger_id, deliveries.c.status == THROTTLED)
-        .order_by(deliveries.c.created_at, deliveries.c.id)
-        .limit(limit)
+async def throttled(
+    connection: AsyncConnection,
+    trigger_id: str,
+    limit: int,
+    *,
+    due_by: datetime | None = None,
+    after: Any = None,
+) -> list[Any]:
+    """A trigger's throttled deliveries, oldest first: the order they get their turn in.
+
+    `due_by`: only those whose next attempt is due by then, filtered here so that a due one
+    is never hidden behind a page of others still waiting. `after`: the page after this row.
+    """
+    query = select(deliveries).where(
+        deliveries.c.trigger_id == trigger_id, deliveries.c.status == THROTTLED
     )
+    if due_by is not None:
+        query = query.where(
+            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= due_by)
+        )
+    if after is not None:
+        query = query.where(
+            or_(
+                deliveries.c.created_at > after.created_at,
+                and_(deliveries.c.created_at == after.created_at, deliveries.c.id > after.id),
+            )
+        )
+    query = query.order_by(deliveries.c.created_at, deliveries.c.id).limit(limit)
     return list(await connection.execute(query))
 
 

@@ -16,7 +16,7 @@ from apphub.api.auth import require
 from apphub.api.schemas import GUARDED, NOT_FOUND, Data, ErrorBody
 from apphub.api.state import Services
 from apphub.automation.ingress import event_view
-from apphub.automation.trigger_deliveries import cancel_delivery, retry
+from apphub.automation.trigger_deliveries import cancel_delivery, force
 from apphub.automation.triggers import announce_runs
 from apphub.bus.frames import CONTROL_CHANNEL
 from apphub.domain.base import ApiModel, utc_now
@@ -77,27 +77,27 @@ async def delivery_retry(
     delivery_id: str, action: Action, services: Services, _: Guard
 ) -> JSONResponse:
     """A throttled delivery: `cancel` records it `skipped`; `force` launches its run now,
-    past the trigger's throttle and concurrency limits."""
+    past the trigger's throttle and concurrency limits.
+
+    Whether it is still throttled is decided by the change itself (a conditional update, or a
+    read under the trigger's lock), never by an earlier unlocked read: a retry launching it
+    at the same moment wins, and the operator gets 409."""
     now = utc_now()
+    done = None
     async with services.database.write() as connection:
         row = await trigger_store.get_delivery(connection, delivery_id)
         if row is None:
             raise NotFoundError("delivery not found")
-        if row.status != "throttled":
-            raise ConflictError(f"delivery is {row.status}, not throttled", reason="not_waiting")
         if action == "cancel":
-            await cancel_delivery(connection, row, now)
-            done = None
+            changed = await cancel_delivery(connection, delivery_id, now)
         else:
-            done = await retry(
-                connection,
-                row.trigger_id,
-                services.pause_rule(),
-                now,
-                due_only=True,
-                force_delivery=row.id,
-            )
+            done = await force(connection, row.trigger_id, delivery_id, services.pause_rule(), now)
+            changed = done is not None
         row = await trigger_store.get_delivery(connection, delivery_id)
+        if row is None:  # its trigger was deleted meanwhile
+            raise NotFoundError("delivery not found")
+        if not changed:
+            raise ConflictError(f"delivery is {row.status}, not throttled", reason="not_waiting")
     if done is not None:
         await announce_runs(services.workflow_queue, services.frames, done)
     delivery = Delivery.model_validate(camel_row(row._mapping)).model_dump(mode="json")
