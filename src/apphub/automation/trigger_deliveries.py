@@ -215,7 +215,9 @@ async def deliver(
     keys: dict[str, set[str]] = {}
     for event, candidate in pairs:
         trigger = locked.get(candidate.id)
-        if trigger is None or trigger.status != "active":
+        # Read again under the lock: a change committed since the candidates were read
+        # (disabled, another event type or source) is what decides.
+        if trigger is None or trigger.status != "active" or not _listens(trigger, event):
             continue
         paused_now = trigger.paused_until is not None and trigger.paused_until > now
         matched = True if paused_now else _matches(trigger, envelopes[event.id])
