@@ -476,6 +476,27 @@ async def test_ttl_expiry_relaunches_the_producer(hub: Hub) -> None:
     assert expired.json()["data"]["events"][0]["payload"]["reason"] == "ttl"
 
 
+async def test_a_failed_expiry_run_runs_again_when_its_cooldown_ends(
+    database: Database, tmp_path: Path
+) -> None:
+    """The production that expired is still the latest after its rerun failed: the owed
+    rerun is not "done" by it, and runs when the cooldown ends."""
+    async with open_hub(database, tmp_path, materializer_base_backoff_ms=400) as hub:
+        api = hub.client
+        await register_job(api, "produce", "produce")
+        block = {"parameterDefaults": {"marker": str(tmp_path / "calls"), "succeedOn": 2}}
+        declaration = {"assetId": "snap", "freshness": {"ttlMs": 800}, "autoMaterialize": block}
+        await register_workflow(
+            api, "snapshot", [step([declaration])], defaultParameters=assets("snap")
+        )
+        await wait_for_run(api, (await start_run(api, "snapshot"))["id"])
+        runs = list(reversed(await wait_runs(api, 2, "snapshot", seconds=30)))
+        assert [(run["status"], run["trigger"]["reason"]) for run in runs[:2]] == [
+            ("failed", "expiry"),
+            ("succeeded", "expiry"),
+        ]
+
+
 async def test_a_newer_production_moves_the_timer(hub: Hub) -> None:
     """Judged by what fired, not by when the test looks: no race with a loaded machine."""
     api = hub.client
@@ -522,6 +543,16 @@ async def test_a_stale_mark_launches_the_producer(hub: Hub) -> None:
         ("launched", "manual-stale", run["id"])
     ]
     assert why["producers"][0]["workflowSlug"] == "snapshot"
+    # `plain` has no block of its own: the workflow's block on `snap` does not opt it in
+    assert (await api.post("/workflows/snapshot/assets/plain/stale")).status_code == 204
+    plain = await wait_for(api, "/assets/plain/automation", lambda data: len(data["decisions"]) > 1)
+    newest = plain["decisions"][0]
+    assert (newest["assetId"], newest["outcome"], newest["reason"]) == (
+        "plain",
+        "skipped",
+        "no-policy",
+    )
+    assert len(await auto_runs(api, "snapshot")) == 1
 
 
 async def test_a_stale_mark_without_a_block_is_explained(hub: Hub) -> None:

@@ -365,6 +365,14 @@ def test_refresh_skips_a_superseded_production() -> None:
     assert (decision.outcome, decision.reason) == ("skipped", "newer-production-exists")
 
 
+def test_a_stale_mark_on_an_asset_without_its_own_block_is_no_policy() -> None:
+    """Another asset's block opts only that asset in, though the run would produce both."""
+    graph = build_graph([produces("maker", "table", {}), produces("maker", "plain")])
+    decision = decide_refresh(graph, "plain", "maker", "manual-stale", False, WorkflowState(), T0)
+    assert decision is not None
+    assert (decision.outcome, decision.reason) == ("skipped", "no-policy")
+
+
 def test_refresh_of_an_asset_the_workflow_does_not_produce_is_none() -> None:
     graph = refresh_graph({})
     state = WorkflowState()
@@ -513,6 +521,8 @@ def owed(block: Block | None = ON_UPDATE) -> Any:
         (Pending("upstream-update", at(5)), at(5), ("skipped", "not-stale")),
         (Pending("expiry", at(5)), at(6), ("skipped", "newer-production-exists")),
         (Pending("expiry", at(5)), at(1), ("launched", "expiry")),
+        # the production that expired is still the latest: its rerun is what is owed
+        (Pending("expiry", at(5)), at(5), ("launched", "expiry")),
         (Pending(FOLLOW_UP, at(5)), at(9), ("launched", FOLLOW_UP)),
         (Pending("manual-stale"), at(9), ("launched", "manual-stale")),
     ],

@@ -46,6 +46,8 @@ class Policy:
     """Produced asset key → the id as declared."""
     update_keys: frozenset[str] = frozenset()
     """Produced asset keys whose block has `onUpstreamUpdate`."""
+    blocked: frozenset[str] = frozenset()
+    """Produced asset keys that carry an `autoMaterialize` block of their own."""
 
     @property
     def target(self) -> str | None:
@@ -137,6 +139,7 @@ def policy_of(workflow_id: str, rows: Sequence[Declaration]) -> Policy:
             for row in produced
             if row.auto_materialize is not None and row.auto_materialize.get("onUpstreamUpdate")
         ),
+        blocked=frozenset(row.asset_key for row in produced if row.auto_materialize is not None),
     )
 
 

@@ -191,6 +191,8 @@ def decide_refresh(
     producer = graph.policies.get(producer_id)
     if producer is None or asset_key not in producer.produces:
         return None
+    if asset_key not in producer.blocked:  # another asset's block does not opt this one in
+        return decision(producer, "skipped", "no-policy")
     refused = _policy_gate(producer)
     if refused is not None:
         return refused
@@ -258,18 +260,21 @@ def decide_after_cooldown(
     refused = _policy_gate(policy)
     if refused is not None:
         return refused
-    latest = state.latest_production
-    done = (
-        not pending.forced
-        and latest is not None
-        and pending.produced_at is not None
-        and latest >= pending.produced_at
-    )
-    if done and pending.reason == "expiry":
-        return decision(policy, "skipped", "newer-production-exists")
-    if done:
-        return decision(policy, "skipped", "not-stale")
+    if _already_done(pending, state.latest_production):
+        reason = "newer-production-exists" if pending.reason == "expiry" else "not-stale"
+        return decision(policy, "skipped", reason)
     return _gate(policy, state, now, pending.reason)
+
+
+def _already_done(pending: Pending, latest: datetime | None) -> bool:
+    """Whether a production since the work was owed covers it. An upstream update is covered
+    by a production at least as new as the upstream's; an expiry only by one newer than the
+    production that expired (that production is itself the latest until the rerun)."""
+    if pending.forced or latest is None or pending.produced_at is None:
+        return False
+    if pending.reason == "expiry":
+        return latest > pending.produced_at
+    return latest >= pending.produced_at
 
 
 # --- when an auto run ends ---------------------------------------------------------------------
@@ -347,10 +352,18 @@ def launch_parameters(
 
 
 def expiry_due(freshness: Mapping[str, Any], produced_at: datetime) -> list[tuple[str, datetime]]:
-    """The expiry timers a production sets: (reason, due) for `ttlMs` and `cadenceMs`."""
+    """The expiry timers a production sets: (reason, due) for `ttlMs` and `cadenceMs`.
+
+    A job may report any `producedAt` (9999-12-31 included): a due time past the last
+    representable moment would never come, so it is no timer rather than an error that
+    would abort the handling of every event alongside it.
+    """
     due = []
     for reason, key in (("ttl", "ttlMs"), ("cadence", "cadenceMs")):
         window = freshness.get(key)
         if window:
-            due.append((reason, produced_at + timedelta(milliseconds=int(window))))
+            try:
+                due.append((reason, produced_at + timedelta(milliseconds=int(window))))
+            except OverflowError:
+                continue
     return due
