@@ -253,6 +253,26 @@ async def test_a_disabled_block_is_recorded_as_disabled(hub: Hub) -> None:
     assert await auto_runs(api) == []
 
 
+async def test_a_change_from_before_the_run_started_is_owed_no_follow_up(hub: Hub) -> None:
+    """Coalesced into a running run, but produced before it started: the run saw it. The
+    explain API says no follow-up is owed, and none runs."""
+    api = hub.client
+    await upstream(api)
+    await downstream(api, parameters={"sleep": 1.0})
+    await produce_raw(api)
+    first = await wait_for(
+        api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
+    )
+    await produce_raw(api, producedAt=iso_ms(datetime.now(UTC) - timedelta(hours=1)))
+    coalesced = (await decided(api, 2))[-1]
+    assert (coalesced["outcome"], coalesced["reason"]) == ("coalesced", "in-flight")
+    state = await automation(api)
+    assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first[0]["id"], False)]
+    await settled(api)
+    await settle(1.0)  # a follow-up would have been launched by now
+    assert [run["id"] for run in await auto_runs(api)] == [first[0]["id"]]
+
+
 async def test_an_event_older_than_the_consumer_is_not_stale(hub: Hub) -> None:
     api = hub.client
     await upstream(api)
@@ -278,6 +298,7 @@ async def test_events_during_a_run_are_coalesced_into_one_follow_up(hub: Hub) ->
     )
     await produce_raw(api)
     await produce_raw(api)
+    await decided(api, 3)  # the two coalesced into the run are recorded
     state = await automation(api)
     assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first[0]["id"], True)]
     runs = await wait_runs(api, 2)
@@ -523,6 +544,27 @@ async def test_a_newer_production_moves_the_timer(hub: Hub) -> None:
     assert fired_for[-1] == newer
     decisions = (await automation(api, "snapshot"))["decisions"]
     assert {(d["outcome"], d["reason"]) for d in decisions} == {("launched", "expiry")}
+
+
+async def test_an_older_production_leaves_the_newest_timer_alone(hub: Hub) -> None:
+    """A backfill reporting an hour-old `producedAt` arrives after the newest production:
+    the newest one's timer stays, fires, and relaunches the producer; the old one never fires."""
+    api = hub.client
+    declaration = {"assetId": "snap", "freshness": {"ttlMs": 1500}, "autoMaterialize": {}}
+    await register_workflow(
+        api, "snapshot", [step([declaration])], defaultParameters=assets("snap")
+    )
+    await wait_for_run(api, (await start_run(api, "snapshot"))["id"])
+    [newest] = await expiries(api, "snapshot")
+    old = iso_ms(datetime.now(UTC) - timedelta(hours=1))
+    backfill = await start_run(api, "snapshot", parameters=assets("snap", producedAt=old))
+    await wait_for_run(api, backfill["id"])
+    auto = (await wait_runs(api, 1, "snapshot"))[-1]
+    assert auto["trigger"]["reason"] == "expiry"
+    expired = (await api.get("/admin/events?type=asset.expired")).json()["data"]["events"]
+    fired_for = [event["payload"]["producedAt"] for event in expired]
+    assert old not in fired_for
+    assert fired_for[-1] == newest["producedAt"]
 
 
 async def test_a_stale_mark_launches_the_producer(hub: Hub) -> None:

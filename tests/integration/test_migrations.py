@@ -76,6 +76,6 @@ async def test_upgrade_from_empty_matches_the_tables(empty_database: Database) -
             version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
         assert tables == EXPECTED_TABLES
         assert differences == []
-        assert version == "0008"
+        assert version == "0009"
     finally:
         await database.dispose()

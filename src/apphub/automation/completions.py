@@ -7,6 +7,7 @@ causes) and the cooldown to wake up for; the materializer records and announces 
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +105,18 @@ def _follow_up(
     return None
 
 
+def cooldown_event_id(workflow_id: str, partition: str, due_at: datetime) -> str:
+    """The id the decisions of a cooldown's end are recorded under.
+
+    The same for the same cooldown however often its timer fires (a redelivery records
+    nothing new), and short whatever the partition key (a decision's event id holds 200
+    characters; a key alone may have 200): a uuid5 of the three, after a readable prefix.
+    """
+    stamp = int(due_at.timestamp() * 1000)
+    identity = f"{workflow_id}:{partition}:{stamp}"
+    return f"cooldown:{uuid.uuid5(uuid.NAMESPACE_URL, identity)}"
+
+
 async def cooldown_ended(
     connection: AsyncConnection,
     policies: dict[str, Policy],
@@ -131,10 +144,9 @@ async def cooldown_ended(
     chosen = decide_after_cooldown(policies.get(workflow_id), pending, states[workflow_id], now)
     if chosen is None:
         return None
-    stamp = int(timer.due_at.timestamp() * 1000)
     cause = cause_of_pending(
         pending,
-        f"cooldown:{workflow_id}:{partition}:{stamp}",
+        cooldown_event_id(workflow_id, partition, timer.due_at),
         "materializer.cooldown-ended",
         asset_store.served_partition(partition),
     )

@@ -52,14 +52,22 @@ def upstream_change(event: Any) -> UpstreamChange | None:
     return UpstreamChange(produced, cause)
 
 
-def expiry_timers(
-    graph: AssetGraph, changes: Sequence[UpstreamChange]
-) -> dict[str, tuple[datetime, dict[str, Any]]]:
+@dataclass(frozen=True)
+class ExpiryTimer:
+    """A freshness timer to set: when it fires, the production it follows, what it says."""
+
+    due: datetime
+    as_of: datetime
+    payload: dict[str, Any]
+
+
+def expiry_timers(graph: AssetGraph, changes: Sequence[UpstreamChange]) -> dict[str, ExpiryTimer]:
     """The freshness timers these productions set (only with an autoMaterialize block).
 
-    Keyed by (workflow, asset, partition, reason): a newer production moves the timer.
+    Keyed by (workflow, asset, partition, reason): a newer production moves the timer, an
+    older one (a replay, a backfill) leaves it where it is.
     """
-    timers: dict[str, tuple[datetime, dict[str, Any]]] = {}
+    timers: dict[str, ExpiryTimer] = {}
     for change in changes:
         produced = change.produced
         policy = graph.policies.get(produced.producer_id or "")
@@ -68,18 +76,18 @@ def expiry_timers(
             continue
         for reason, due in expiry_due(freshness, produced.produced_at):
             key = f"{policy.workflow_id}:{produced.asset_key}:{produced.partition}:{reason}"
-            timers[key] = (
-                due,
-                {
-                    "assetId": policy.asset_id(produced.asset_key),
-                    "workflowDefinitionId": policy.workflow_id,
-                    "workflowSlug": policy.workflow_slug,
-                    "partitionKey": change.cause.partition_key,
-                    "producedAt": iso_ms(produced.produced_at),
-                    "freshness": dict(freshness),
-                    "reason": reason,
-                },
-            )
+            if key in timers and timers[key].as_of > produced.produced_at:
+                continue
+            payload = {
+                "assetId": policy.asset_id(produced.asset_key),
+                "workflowDefinitionId": policy.workflow_id,
+                "workflowSlug": policy.workflow_slug,
+                "partitionKey": change.cause.partition_key,
+                "producedAt": iso_ms(produced.produced_at),
+                "freshness": dict(freshness),
+                "reason": reason,
+            }
+            timers[key] = ExpiryTimer(due, produced.produced_at, payload)
     return timers
 
 

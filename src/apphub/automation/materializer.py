@@ -42,7 +42,7 @@ from apphub.bus import Broadcaster
 from apphub.bus.frames import FramePublisher, frame
 from apphub.domain.asset_graph import AssetGraph, build_graph
 from apphub.domain.assets import asset_key
-from apphub.domain.base import parse_iso, utc_now
+from apphub.domain.base import iso_ms, parse_iso, utc_now
 from apphub.domain.materialize import (
     Backoff,
     RefreshReason,
@@ -69,6 +69,8 @@ REFRESHES: dict[str, RefreshReason] = {"asset.expired": "expiry", "asset.stale":
 RUN_ENDS = tuple(f"workflow.run.{status}" for status in ("succeeded", "failed", "canceled"))
 HANDLED = ("asset.produced", *REFRESHES, *RUN_ENDS)
 """Event types whose handling is recorded (and repaired when a hand-off was lost)."""
+REGISTRY = "apphub.registry"
+"""The source of `workflow.definition.*`: the registry, in the transaction of the change."""
 TRUSTED_SOURCES = {
     "asset.produced": ORCHESTRATOR,
     "asset.expired": SOURCE,
@@ -77,6 +79,9 @@ TRUSTED_SOURCES = {
 }
 """Who raises each event the materializer acts on; the same type from elsewhere is ignored
 (recorded as handled, no decision): only apphub's own productions and marks launch runs."""
+DEFINITION_PREFIX = "workflow.definition."
+FUTURE_SKEW = timedelta(days=1)
+"""A production reported further ahead than this is logged: a job's clock or a bug."""
 BATCH = 200
 """Events handled in one transaction at most (a burst shares it)."""
 REPAIR_WINDOW = timedelta(hours=1)
@@ -86,7 +91,18 @@ REPAIR_GRACE = timedelta(seconds=10)
 
 def wants(event_type: str) -> bool:
     """The events the ingress hands to the materializer's queue."""
-    return event_type in HANDLED or event_type.startswith("workflow.definition.")
+    return event_type in HANDLED or event_type.startswith(DEFINITION_PREFIX)
+
+
+def trusted_source(event_type: str) -> str | None:
+    """Who may raise this event type for the materializer to act on it (None: anyone).
+
+    Definition events decide which graph the materializer follows: any service may publish
+    a `workflow.definition.*` over POST /events, so only the registry's are believed.
+    """
+    if event_type.startswith(DEFINITION_PREFIX):
+        return REGISTRY
+    return TRUSTED_SOURCES.get(event_type)
 
 
 class Materializer:
@@ -114,7 +130,7 @@ class Materializer:
         self.identity = uuid.uuid4().hex
         timers.on(EXPIRY, self._expire)
         timers.on(COOLDOWN, self._cooldown_over)
-        timers.on(RETRY, lambda timer: self.handle_now([timer.payload["eventId"]]))
+        timers.on(RETRY, self._retry_fired)
         self._batcher: Batcher[str] = Batcher(self._handle_batch)
 
     async def run(self) -> None:
@@ -162,11 +178,59 @@ class Materializer:
         """One handed-over event; events handed over together are handled together."""
         await self._batcher.submit(event_id)
 
-    async def _handle_batch(self, event_ids: list[str]) -> None:
-        """A database error is retried, then the events are left to a durable timer."""
+    async def _handle_batch(self, event_ids: Sequence[str]) -> None:
+        """A database error is retried, then the events are left to a durable timer.
+
+        Any other error is a malformed event's, and would fail the batch on every delivery
+        and repair pass: the batch is handled again one event at a time, so the others'
+        decisions are kept, and the one that still fails alone is given up.
+        """
         step = partial(self.handle_now, event_ids)
-        if not await with_database_retries(step, "materializer events"):
+        try:
+            handled = await with_database_retries(step, "materializer events")
+        except Exception as error:
+            if len(event_ids) == 1:
+                return await self._give_up(event_ids[0], error)
+            log.warning(
+                "materializer batch failed: handling its events one at a time",
+                events=len(event_ids),
+                error_type=type(error).__name__,
+            )
+            for event_id in event_ids:
+                await self._handle_batch([event_id])
+            return None
+        if not handled:
             await self._retry_later(event_ids)
+        return None
+
+    async def _give_up(self, event_id: str, error: Exception) -> None:
+        """An event that fails on its own is recorded as handled, with no decision: handling
+        it again would fail again, and repair passes would retry it for an hour."""
+        log.error(
+            "materializer event failed: recorded as handled without a decision",
+            event_id=event_id,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+        if not await with_database_retries(partial(self._mark_ids, [event_id]), "give up"):
+            log.warning("failed event left to the repair loop", event_id=event_id)
+
+    async def _mark_ids(self, event_ids: Sequence[str]) -> None:
+        async with self.database.write() as connection:
+            events = await event_store.by_ids(connection, event_ids)
+            handled = [(event.id, event.type) for event in events]
+            await mat_store.mark_handled(connection, handled, utc_now())
+
+    async def _retry_fired(self, timer: Any) -> None:
+        """A retry left to a timer: a database error fires it again; any other error is the
+        event's own, and is given up as in a batch."""
+        event_id = str(timer.payload["eventId"])
+        try:
+            await self.handle_now([event_id])
+        except DBAPIError:
+            raise
+        except Exception as error:
+            await self._give_up(event_id, error)
 
     async def handle_now(self, event_ids: Sequence[str]) -> None:
         """Handle these events in their order; runs of `asset.produced` share a transaction.
@@ -184,7 +248,7 @@ class Materializer:
             return
         produced: list[Any] = []
         for event in events:
-            if event.source != TRUSTED_SOURCES.get(event.type, event.source):
+            if event.source != (trusted_source(event.type) or event.source):
                 log.warning("event ignored: not apphub's own", event_id=event.id, type=event.type)
                 await self._mark_only(event)
                 continue
@@ -203,7 +267,7 @@ class Materializer:
             await self._refresh(event)
         elif event.type in RUN_ENDS:
             await self._run_ended(event.id, event.type, str(event.payload["workflowRunId"]))
-        elif event.type.startswith("workflow.definition."):
+        elif event.type.startswith(DEFINITION_PREFIX):
             await self._definition_changed(event)
 
     async def _retry_later(self, event_ids: Sequence[str]) -> None:
@@ -218,8 +282,14 @@ class Materializer:
             log.exception("events left to the repair loop", events=len(event_ids))
 
     async def _definition_changed(self, event: Any) -> None:
-        workflow_id = str(event.payload.get("workflowDefinitionId") or "")
-        if not workflow_id:
+        """The registry's event of a definition change: reload that workflow's part of the
+        graph here, and tell the other materializer processes to."""
+        payload = event.payload
+        workflow_id = payload.get("workflowDefinitionId") if isinstance(payload, dict) else None
+        if not workflow_id or not isinstance(workflow_id, str):
+            log.warning(
+                "definition event without a workflowDefinitionId ignored", event_id=event.id
+            )
             return
         await self.reload_workflow(workflow_id)
         message = {"type": "graph-changed", "workflowId": workflow_id, "from": self.identity}
@@ -245,12 +315,20 @@ class Materializer:
         ]
         applied = await apply_decisions(connection, planned, self.graph.policies, now)
         timers = expiry_timers(self.graph, changes)
-        for timer_key, (due, timer_payload) in timers.items():
-            await timer_store.schedule(connection, EXPIRY, timer_key, due, timer_payload, now)
+        for timer_key, timer in timers.items():
+            await timer_store.schedule(
+                connection, EXPIRY, timer_key, timer.due, timer.payload, now, as_of=timer.as_of
+            )
         for event, change in read:
             if change is None:
                 log.warning("asset.produced without assetId/producedAt ignored", event_id=event.id)
-        return applied, [due for due, _ in timers.values()]
+            elif change.produced.produced_at > now + FUTURE_SKEW:
+                log.warning(
+                    "asset.produced in the future: its freshness may never expire",
+                    event_id=event.id,
+                    produced_at=iso_ms(change.produced.produced_at),
+                )
+        return applied, [timer.due for timer in timers.values()]
 
     async def _states_for(
         self, connection: AsyncConnection, changes: Sequence[UpstreamChange]

@@ -303,6 +303,14 @@ class Completion:
     """A follow-up was owed, but an operator canceled the run: it is recorded, not run."""
 
 
+def follow_up_owed(coalesced_upstream_at: datetime | None, run_started_at: datetime | None) -> bool:
+    """An upstream change coalesced into a run is owed a follow-up when it was produced after
+    the run started (or the run has not started): the run may not have seen it."""
+    return coalesced_upstream_at is not None and (
+        run_started_at is None or coalesced_upstream_at > run_started_at
+    )
+
+
 def on_run_completed(
     status: str,
     previous_failures: int,
@@ -317,9 +325,7 @@ def on_run_completed(
     the run started (the run may not have seen it). A canceled run neither fails nor resets
     the count, and its owed follow-up is not run: the operator stopped that work.
     """
-    owed = coalesced_upstream_at is not None and (
-        run_started_at is None or coalesced_upstream_at > run_started_at
-    )
+    owed = follow_up_owed(coalesced_upstream_at, run_started_at)
     if status == "canceled":
         return Completion(previous_failures, None, False, False, follow_up_dropped=owed)
     succeeded = status == "succeeded"

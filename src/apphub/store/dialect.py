@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,12 +21,23 @@ async def upsert(
     values: dict[str, Any],
     conflict: Sequence[str],
     update: Sequence[str],
+    *,
+    unless_newer: str | None = None,
 ) -> None:
-    """Insert, or update the `update` columns of the row that has the same `conflict` key."""
+    """Insert, or update the `update` columns of the row that has the same `conflict` key.
+
+    `unless_newer`: a column; the stored row is left alone when its value there is newer
+    than the one written (decided by the statement itself, so concurrent writers agree).
+    """
     statement = _insert(connection, table).values(values)
+    where = None
+    if unless_newer is not None:
+        stored, written = table.c[unless_newer], statement.excluded[unless_newer]
+        where = or_(stored.is_(None), written.is_(None), stored <= written)
     statement = statement.on_conflict_do_update(
         index_elements=list(conflict),
         set_={column: statement.excluded[column] for column in update},
+        where=where,
     )
     await connection.execute(statement)
 

@@ -294,7 +294,14 @@ async def set_cooldown(
 
 
 async def claims_of(connection: AsyncConnection, workflow_id: str) -> list[Any]:
-    return await _per_partition(connection, claims, workflow_id)
+    """A workflow's claims, each with its run's `run_started_at` (null until it starts)."""
+    query = (
+        select(claims, workflow_runs.c.started_at.label("run_started_at"))
+        .outerjoin(workflow_runs, workflow_runs.c.id == claims.c.workflow_run_id)
+        .where(claims.c.workflow_definition_id == workflow_id)
+        .order_by(claims.c.partition_key)
+    )
+    return list(await connection.execute(query))
 
 
 async def cooldowns_of(connection: AsyncConnection, workflow_id: str) -> list[Any]:

@@ -406,6 +406,7 @@ durable_timers = Table(
     Column("payload", Json, nullable=False),
     Column("claimed_at", UtcDateTime()),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("as_of", UtcDateTime()),
     UniqueConstraint("kind", "key", name="uq_durable_timers_identity"),
     Index("ix_durable_timers_due", "due_at"),
 )

@@ -21,8 +21,15 @@ async def schedule(
     due_at: datetime,
     payload: dict[str, Any],
     now: datetime,
+    *,
+    as_of: datetime | None = None,
 ) -> None:
-    """Create the timer, or move it to `due_at` (a newer production replaces an expiry)."""
+    """Create the timer, or move it to `due_at` (a newer production replaces an expiry).
+
+    `as_of`: the moment the timer stands for (the production an expiry follows); a timer
+    standing for a later moment is kept, so a replayed or backfilled older production never
+    moves the newest one's expiry.
+    """
     await upsert(
         connection,
         timers,
@@ -33,9 +40,11 @@ async def schedule(
             "payload": payload,
             "claimed_at": None,
             "created_at": now,
+            "as_of": as_of,
         },
         conflict=("kind", "key"),
-        update=("due_at", "payload", "claimed_at"),
+        update=("due_at", "payload", "claimed_at", "as_of"),
+        unless_newer="as_of",
     )
 
 

@@ -19,7 +19,7 @@ from apphub.domain.asset_graph import Policy, policy_of
 from apphub.domain.assets import asset_key
 from apphub.domain.base import ApiModel, JsonObject, UtcTime
 from apphub.domain.errors import NotFoundError
-from apphub.domain.materialize import EXPLANATIONS, Outcome
+from apphub.domain.materialize import EXPLANATIONS, Outcome, follow_up_owed
 from apphub.domain.runs import WorkflowRun
 from apphub.store import assets as asset_store
 from apphub.store import materializer as mat_store
@@ -217,7 +217,7 @@ def _in_flight(claim: Any) -> dict[str, Any]:
         "runId": claim.workflow_run_id,
         "reason": claim.reason,
         "claimedAt": claim.claimed_at,
-        "followUpOwed": claim.follow_up_at is not None,
+        "followUpOwed": follow_up_owed(claim.follow_up_at, claim.run_started_at),
     }
 
 
