@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from structlog.testing import capture_logs
 
 import apphub.automation.materializer as materializer_module
@@ -22,9 +22,9 @@ from apphub.automation.ingress import event_row
 from apphub.domain.events import EventEnvelope
 from apphub.domain.materialize import expiry_due
 from apphub.store import events as event_store
-from apphub.store.database import Database
-from apphub.store.tables import materializer_events
-from tests.conftest import Hub
+from apphub.store.database import Database, open_database
+from apphub.store.tables import materializer_events, metadata
+from tests.conftest import Hub, open_hub
 from tests.integration.test_materializer import (
     ON_UPDATE,
     assets,
@@ -39,7 +39,7 @@ from tests.integration.test_materializer import (
     upstream,
     wait_runs,
 )
-from tests.runs import register_workflow, start_run, wait_for_run
+from tests.runs import register_job, register_workflow, start_run, wait_for_run
 
 END_OF_TIME = "9999-12-31T23:59:59.999Z"
 """A `producedAt` a job may report: any later moment cannot be represented."""
@@ -230,3 +230,50 @@ async def test_a_long_partition_key_runs_again_when_its_cooldown_ends(
     assert ended["eventId"].startswith("cooldown:")
     assert ended["outcome"] == "launched"
     assert len(await auto_runs(api)) == 2
+
+
+# --- the graph: a full rebuild never undoes a workflow reloaded meanwhile --------------------
+
+
+async def test_a_reload_during_a_full_rebuild_is_kept(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild's snapshot is read before `down` starts consuming `raw`; the reload of
+    `down` that lands while the rebuild runs must survive it. PostgreSQL only: there reads
+    run side by side; SQLite's one reading connection already orders them."""
+    database = open_database(postgres_url)
+    tables = ", ".join(table.name for table in metadata.sorted_tables)
+    async with database.write() as connection:
+        await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    try:
+        async with open_hub(database, tmp_path) as opened:
+            await _reload_during_rebuild(opened, monkeypatch)
+    finally:
+        await database.dispose()
+
+
+async def _reload_during_rebuild(opened: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    await register_job(opened.client, "produce", "produce")
+    await upstream(opened.client)
+    materializer = opened.services.materializer()
+    await materializer.load_graph()
+    snapshot_read, release = asyncio.Event(), asyncio.Event()
+    read_declarations = materializer_module.asset_store.graph_declarations
+
+    async def slow_full_read(connection: Any, workflow_id: str | None = None) -> Any:
+        declarations = await read_declarations(connection, workflow_id=workflow_id)
+        if workflow_id is None:
+            snapshot_read.set()
+            await release.wait()
+        return declarations
+
+    monkeypatch.setattr(materializer_module.asset_store, "graph_declarations", slow_full_read)
+    rebuild = asyncio.create_task(materializer.load_graph())
+    await snapshot_read.wait()
+    workflow = await downstream(opened.client, ON_UPDATE)
+    reload = asyncio.create_task(materializer.reload_workflow(workflow["id"]))
+    await asyncio.sleep(0.2)  # unlocked, the reload would finish here, before the rebuild
+    release.set()
+    await asyncio.gather(rebuild, reload)
+    consumers = [policy.workflow_id for policy in materializer.graph.consumers_of("raw")]
+    assert consumers == [workflow["id"]]

@@ -132,6 +132,7 @@ class Materializer:
         timers.on(COOLDOWN, self._cooldown_over)
         timers.on(RETRY, self._retry_fired)
         self._batcher: Batcher[str] = Batcher(self._handle_batch)
+        self._graph_lock = asyncio.Lock()
 
     async def run(self) -> None:
         await self.load_graph()
@@ -150,10 +151,13 @@ class Materializer:
     # --- the asset graph -----------------------------------------------------------------------
 
     async def load_graph(self) -> None:
+        """Build the whole graph afresh. One graph change at a time: a workflow reloaded
+        while this reads would otherwise be overwritten by the older snapshot."""
         started = time.perf_counter()
-        async with self.database.read() as connection:
-            declarations = await asset_store.graph_declarations(connection)
-        self.graph = build_graph(declarations)
+        async with self._graph_lock:
+            async with self.database.read() as connection:
+                declarations = await asset_store.graph_declarations(connection)
+            self.graph = build_graph(declarations)
         log.info(
             "asset graph built",
             workflows=len(self.graph.policies),
@@ -161,9 +165,12 @@ class Materializer:
         )
 
     async def reload_workflow(self, workflow_id: str) -> None:
-        async with self.database.read() as connection:
-            declarations = await asset_store.graph_declarations(connection, workflow_id=workflow_id)
-        self.graph.replace_workflow(workflow_id, declarations)
+        async with self._graph_lock:
+            async with self.database.read() as connection:
+                declarations = await asset_store.graph_declarations(
+                    connection, workflow_id=workflow_id
+                )
+            self.graph.replace_workflow(workflow_id, declarations)
 
     async def _follow_graph_changes(self) -> None:
         """Definition changes another materializer process handled (this one reloads too)."""
