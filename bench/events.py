@@ -35,8 +35,8 @@ from apphub.settings import Settings
 from apphub.store import events as event_store
 from apphub.store.database import open_database
 from apphub.store.migrate import migrate
+from bench.common import fresh_postgres
 
-POSTGRES_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 BENCH_REDIS = "redis://127.0.0.1:6379/13"
 TOKEN = "bench-token"
 
@@ -53,16 +53,6 @@ def envelopes(count: int, source: str = "bench") -> list[EventEnvelope]:
         )
         for n in range(count)
     ]
-
-
-async def fresh_postgres(name: str) -> str:
-    admin = open_database(POSTGRES_ADMIN)
-    async with admin.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    await admin.dispose()
-    return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 async def ingest_rates(label: str, settings: Settings, count: int) -> None:

@@ -59,7 +59,7 @@ from apphub.store import workflows as workflow_store
 from apphub.store.database import Database, open_database
 from apphub.store.migrate import migrate
 from apphub.store.tables import materializer_decisions, workflow_run_step_assets, workflow_runs
-from bench.orchestration import fresh_postgres
+from bench.common import fresh_postgres, latency_line
 
 BENCH_REDIS = "redis://127.0.0.1:6379/12"
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
@@ -296,16 +296,8 @@ async def _flush_redis() -> None:
 
 
 def _print_latencies(latencies: list[float]) -> None:
-    print(
-        f"  reaction, upstream producedAt -> downstream startedAt, {len(latencies)} events: "
-        f"p50 {statistics.median(latencies):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms,"
-        f" max {max(latencies):.1f} ms"
-    )
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+    label = "reaction, upstream producedAt -> downstream startedAt"
+    print(latency_line(label, latencies, "events"))
 
 
 async def bench_mode(label: str, settings: Settings, embedded: bool, rounds: int) -> None:

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import text
-
 from apphub.bus.frames import FRAMES_CHANNEL
 from apphub.domain.jobs import JobSpec
 from apphub.domain.requests import WorkflowRunRequest
@@ -29,11 +27,9 @@ from apphub.engine.runs import start_workflow_run
 from apphub.engine.services import EngineServices
 from apphub.engine.worker import Worker
 from apphub.settings import Settings
-from apphub.store.database import open_database
 from apphub.store.migrate import migrate
+from bench.common import fresh_postgres
 
-POSTGRES_ADMIN = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-BENCH_DATABASE = "apphub_bench"
 BENCH_REDIS = "redis://127.0.0.1:6379/14"
 
 
@@ -109,16 +105,6 @@ async def bench_mode(label: str, settings: Settings, embedded: bool, repeat: int
             walls = [await time_run(services, spec.slug) for _ in range(repeat)]
             wall = statistics.median(walls)
             print(f"  {name:<38} {steps:>5} {wall * 1000:>9.1f} ms {wall / steps * 1000:>7.2f} ms")
-
-
-async def fresh_postgres() -> str:
-    admin = open_database(POSTGRES_ADMIN)
-    async with admin.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await connection.execute(text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        await connection.execute(text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    await admin.dispose()
-    return POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{BENCH_DATABASE}"
 
 
 async def main() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +32,7 @@ from apphub.engine.services import EngineServices
 from apphub.logs import configure_logging
 from apphub.security import OperatorToken, Principal
 from apphub.settings import Settings
-from bench.orchestration import fresh_postgres
+from bench.common import fresh_postgres, latency_line, percentile
 
 BENCH_REDIS = "redis://127.0.0.1:6379/13"
 TOKEN = "bench-token"
@@ -105,19 +104,6 @@ async def succeeded(frames: Subscription) -> None:
             return
 
 
-def percentile(values: list[float], share: float) -> float:
-    """The nearest-rank percentile: a value that was measured, never an extrapolation."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-def figures(label: str, latencies: list[float]) -> str:
-    return (
-        f"  {label}, {len(latencies)} rounds: p50 {percentile(latencies, 0.5):.1f} ms, "
-        f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
-    )
-
-
 async def bench_mode(title: str, settings: Settings, count: int) -> None:
     print(title)
     async with running_hub(settings) as (client, services):
@@ -126,8 +112,8 @@ async def bench_mode(title: str, settings: Settings, count: int) -> None:
         async with services.broadcaster.subscribe(FRAMES_CHANNEL) as frames:
             manual = await rounds(client, frames, count, by_event=False)
             triggered = await rounds(client, frames, count, by_event=True)
-        print(figures("POST /workflows/{slug}/run -> run started", manual))
-        print(figures("POST /events -> triggered run started", triggered))
+        print(latency_line("POST /workflows/{slug}/run -> run started", manual))
+        print(latency_line("POST /events -> triggered run started", triggered))
         overhead = percentile(triggered, 0.5) - percentile(manual, 0.5)
         print(f"  the trigger path adds {overhead:.1f} ms at the median")
 
