@@ -123,6 +123,15 @@ async def decided(
     raise AssertionError(f"{slug} has not {count} decisions: {found}")
 
 
+async def running_auto_run(api: httpx.AsyncClient) -> dict[str, Any]:
+    """`down`'s newest run, once it is running."""
+    runs = await wait_for(
+        api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
+    )
+    run: dict[str, Any] = runs[0]
+    return run
+
+
 async def settled(api: httpx.AsyncClient, slug: str = "down") -> dict[str, Any]:
     """The workflow's automation state once no auto run is in flight: its run's end, claim
     release and cooldown update have all been handled (they are one transaction)."""
@@ -260,17 +269,15 @@ async def test_a_change_from_before_the_run_started_is_owed_no_follow_up(hub: Hu
     await upstream(api)
     await downstream(api, parameters={"sleep": 1.0})
     await produce_raw(api)
-    first = await wait_for(
-        api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
-    )
+    first = await running_auto_run(api)
     await produce_raw(api, producedAt=iso_ms(datetime.now(UTC) - timedelta(hours=1)))
     coalesced = (await decided(api, 2))[-1]
     assert (coalesced["outcome"], coalesced["reason"]) == ("coalesced", "in-flight")
     state = await automation(api)
-    assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first[0]["id"], False)]
+    assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first["id"], False)]
     await settled(api)
     await settle(1.0)  # a follow-up would have been launched by now
-    assert [run["id"] for run in await auto_runs(api)] == [first[0]["id"]]
+    assert [run["id"] for run in await auto_runs(api)] == [first["id"]]
 
 
 async def test_an_event_older_than_the_consumer_is_not_stale(hub: Hub) -> None:
@@ -293,14 +300,12 @@ async def test_events_during_a_run_are_coalesced_into_one_follow_up(hub: Hub) ->
     await upstream(api)
     await downstream(api, parameters={"sleep": 1.0})
     await produce_raw(api)
-    first = await wait_for(
-        api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
-    )
+    first = await running_auto_run(api)
     await produce_raw(api)
     await produce_raw(api)
     await decided(api, 3)  # the two coalesced into the run are recorded
     state = await automation(api)
-    assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first[0]["id"], True)]
+    assert [(f["runId"], f["followUpOwed"]) for f in state["inFlight"]] == [(first["id"], True)]
     runs = await wait_runs(api, 2)
     await settle(1.5)  # a third run would have been launched by now
     runs = await auto_runs(api)
@@ -466,10 +471,8 @@ async def test_a_canceled_auto_run_releases_its_claim(hub: Hub) -> None:
     await upstream(api)
     await downstream(api, parameters={"sleep": 5})
     await produce_raw(api)
-    running = await wait_for(
-        api, "/workflows/down/runs", lambda runs: bool(runs) and runs[0]["status"] == "running"
-    )
-    assert (await api.post(f"/workflow-runs/{running[0]['id']}/cancel")).status_code == 202
+    running = await running_auto_run(api)
+    assert (await api.post(f"/workflow-runs/{running['id']}/cancel")).status_code == 202
     state = await settled(api)
     assert state["cooldown"]["failures"] == 0
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from apphub.store import events as event_store
 from apphub.store import triggers as trigger_store
 from apphub.store.database import Database
 from apphub.store.tables import workflow_event_triggers
-from tests.conftest import READER_TOKEN, bearer, open_hub
+from tests.conftest import READER_TOKEN, Hub, bearer, open_hub
 from tests.runs import register_job, register_workflow, wait_for, wait_for_run
 
 SLUG = "sync"
@@ -534,14 +535,23 @@ async def throttled_deliveries(
     return [row["id"] for row in rows]
 
 
+@asynccontextmanager
+async def concurrency_one_hub(
+    database: Database, tmp_path: Path
+) -> AsyncIterator[tuple[Hub, dict[str, Any]]]:
+    """A hub without workers (deliveries stay where the test puts them) and a trigger with
+    `maxConcurrency: 1` on the `emit` workflow."""
+    async with open_hub(database, tmp_path, workers=False) as hub:
+        await register_job(hub.client, "emit", "emit")
+        await workflow(hub.client)
+        yield hub, await trigger(hub.client, maxConcurrency=1)
+
+
 async def test_force_reaches_a_delivery_behind_a_full_page_and_only_once(
     database: Database, tmp_path: Path
 ) -> None:
-    async with open_hub(database, tmp_path, workers=False) as hub:
+    async with concurrency_one_hub(database, tmp_path) as (hub, created):
         api = hub.client
-        await register_job(api, "emit", "emit")
-        await workflow(api)
-        created = await trigger(api, maxConcurrency=1)
         newest = (await throttled_deliveries(database, created["id"], 201))[-1]
 
         forced = await api.post(f"/admin/retries/deliveries/{newest}/force")
@@ -561,11 +571,8 @@ async def test_force_reaches_a_delivery_behind_a_full_page_and_only_once(
 async def test_a_due_delivery_behind_a_full_page_of_waiting_ones_gets_its_turn(
     database: Database, tmp_path: Path
 ) -> None:
-    async with open_hub(database, tmp_path, workers=False) as hub:
+    async with concurrency_one_hub(database, tmp_path) as (hub, created):
         api = hub.client
-        await register_job(api, "emit", "emit")
-        await workflow(api)
-        created = await trigger(api, maxConcurrency=1)
         ids = await throttled_deliveries(database, created["id"], 201, due_last=True)
 
         await hub.services.trigger_worker().retry_trigger(created["id"], due_only=True)
@@ -592,11 +599,8 @@ async def test_an_operator_racing_a_retry_that_launches_gets_409_and_the_launch_
 ) -> None:
     """The operator's request reads the delivery while a retry's transaction, launching it,
     is still open; it must not overwrite that launch (nor launch it twice)."""
-    async with open_hub(database, tmp_path, workers=False) as hub:
+    async with concurrency_one_hub(database, tmp_path) as (hub, created):
         api = hub.client
-        await register_job(api, "emit", "emit")
-        await workflow(api)
-        created = await trigger(api, maxConcurrency=1)
         [delivery_id] = await throttled_deliveries(database, created["id"], 1)
         async with database.write() as connection:
             done = await retry(
