@@ -14,13 +14,10 @@ from apphub.store import events as event_store
 
 async def json_path_condition(connection: AsyncConnection, path: str) -> Any:
     from apphub.domain.jsonpath import JsonPathError
-    from apphub.store.jsonpath_sql import check_postgres_path, jsonpath_condition
+    from apphub.store.jsonpath_sql import checked_jsonpath_condition
 
-    dialect = connection.dialect.name
     try:
-        if dialect == "postgresql":
-            await check_postgres_path(connection, path)
-        return jsonpath_condition(event_store.events.c.payload, path, dialect)
+        return await checked_jsonpath_condition(connection, event_store.events.c.payload, path)
     except JsonPathError as error:
         raise ApiError(400, str(error), reason="invalid_json_path") from None  # "jsonPath: …"
 

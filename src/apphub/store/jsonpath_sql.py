@@ -116,3 +116,14 @@ def _postgres_message(error: DBAPIError) -> str:
     message = getattr(cause, "message", None) or str(cause or error.orig)
     detail = getattr(cause, "detail", None)
     return f"{message} ({detail})" if detail else str(message)
+
+
+async def checked_jsonpath_condition(
+    connection: AsyncConnection, column: ColumnElement[Any], path: str
+) -> ColumnElement[bool]:
+    """`jsonpath_condition` for this connection's database, with the path first checked by
+    PostgreSQL where it runs there (its parse errors become JsonPathError)."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        await check_postgres_path(connection, path)
+    return jsonpath_condition(column, path, dialect)
